@@ -1,0 +1,35 @@
+"""Input checks shared by the reference losses: clear errors, fp32-or-better arithmetic."""
+import torch
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def as_float(name: str, x, fn: str) -> torch.Tensor:
+    """Return ``x`` as a floating tensor of at least fp32 (half and bfloat16 are upcast)."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{fn}: {name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{fn}: {name} must be a floating tensor, got dtype {x.dtype}")
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def as_index(name: str, x, fn: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor) or x.is_floating_point() or x.dtype == torch.bool:
+        got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{fn}: {name} must be an integer tensor of class indices, got {got}")
+    return x.long()
+
+
+def same_shape(fn: str, **tensors: torch.Tensor) -> None:
+    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
+    if len(set(shapes.values())) > 1:
+        listed = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+        raise ValueError(f"{fn}: expected {' and '.join(shapes)} to have the same shape, got {listed}")
+
+
+def reduce(loss: torch.Tensor, reduction: str, fn: str) -> torch.Tensor:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{fn}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if reduction == "mean":
+        return loss.mean()
+    return loss.sum() if reduction == "sum" else loss

@@ -1,0 +1,252 @@
+"""Grading helpers used by every notebook test cell.
+
+Three jobs, each raising ``AssertionError`` with a message a student can act on:
+
+- ``check_close`` / ``check_against_reference``: compare what a student's function
+  returned with what was expected, on worked examples, random and extreme inputs;
+  the message says what was called, what came back, what was expected, and a hint.
+- ``check_gradient`` / ``check_gradcheck``: an analytic gradient against autograd,
+  and an autograd-able function against finite differences.
+- ``from_scratch``: while a "from scratch" exercise runs, record every call to the
+  torch shortcut it replaces (under any alias: torch.logsumexp, x.logsumexp(),
+  torch.special.logsumexp, F.log_softmax, nn.LogSoftmax, ...) and to the course's
+  own reference implementations, and fail naming the forbidden call.
+"""
+import contextlib
+import math
+import os
+import sys
+
+import numpy as np
+import torch
+from torch.overrides import TorchFunctionMode
+
+REFERENCE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+# ---------------------------------------------------------------- describing values
+
+def describe(value, limit=8) -> str:
+    """A short, readable description of an argument or a result."""
+    if isinstance(value, torch.Tensor):
+        dtype = str(value.dtype).replace("torch.", "")
+        if value.numel() <= limit:
+            values = np.array2string(value.detach().cpu().double().numpy(), precision=4, separator=", ")
+            return f"tensor({values}, dtype={dtype})"
+        finite = value[torch.isfinite(value)] if value.is_floating_point() else value
+        span = f", values in [{finite.min().item():.4g}, {finite.max().item():.4g}]" if finite.numel() else ""
+        extra = ", contains -inf" if value.is_floating_point() and bool((value == -math.inf).any()) else ""
+        return f"tensor(shape={tuple(value.shape)}, dtype={dtype}{span}{extra})"
+    return repr(value)
+
+
+def describe_call(name, args=(), kwargs=None) -> str:
+    parts = [describe(a) for a in args] + [f"{k}={describe(v)}" for k, v in (kwargs or {}).items()]
+    return f"{name}({', '.join(parts)})"
+
+
+def _fail(call, got, expected, hint, detail=""):
+    lines = [f"{call}", f"  returned: {got}", f"  expected: {expected}"]
+    if detail:
+        lines.append(f"  {detail}")
+    if hint:
+        lines.append(f"  hint: {hint}")
+    raise AssertionError("\n".join(lines))
+
+
+# ---------------------------------------------------------------- comparing values
+
+def check_close(actual, expected, *, call, hint="", rtol=1e-5, atol=1e-6):
+    """Assert ``actual`` matches ``expected`` (tensor or number): same shape, close values, NaN where NaN."""
+    expected = torch.as_tensor(expected)
+    if actual is None:
+        _fail(call, "None", describe(expected), hint or "did you forget to `return` the result?")
+    if not isinstance(actual, torch.Tensor):
+        try:
+            actual = torch.as_tensor(actual)
+        except (TypeError, ValueError, RuntimeError):
+            _fail(call, repr(actual), describe(expected), hint, "the result should be a tensor or a number")
+    if tuple(actual.shape) != tuple(expected.shape):
+        _fail(call, describe(actual), describe(expected), hint,
+              f"shape {tuple(actual.shape)} but expected shape {tuple(expected.shape)}")
+    if not actual.is_floating_point() and expected.is_floating_point():
+        _fail(call, describe(actual), describe(expected), hint, f"dtype {actual.dtype} but expected a floating result")
+    a = actual.detach().to(torch.float64).cpu()
+    e = expected.detach().to(torch.float64).cpu()
+    close = torch.isclose(a, e, rtol=rtol, atol=atol, equal_nan=True)
+    if not bool(close.all()):
+        where = tuple(torch.nonzero(~close)[0].tolist())
+        at = f" at index {where}" if where else ""
+        detail = f"first mismatch{at}: got {a[where].item():.6g}, expected {e[where].item():.6g} (rtol={rtol}, atol={atol})"
+        _fail(call, describe(actual), describe(expected), hint, detail)
+
+
+def _clone(value):
+    return value.detach().clone() if isinstance(value, torch.Tensor) else value
+
+
+def check_against_reference(student_fn, reference_fn, cases, *, hint="", rtol=1e-5, atol=1e-6,
+                            forbidden=(), name=None):
+    """Call ``student_fn`` and ``reference_fn`` on every case and compare the results.
+
+    cases: iterable of (label, args) or (label, args, kwargs). Each function gets its own copy
+    of the inputs, so a student function that modifies its inputs cannot change the reference.
+    forbidden: torch op names or functions the student must not call (see ``from_scratch``).
+    """
+    name = name or getattr(student_fn, "__name__", "your function")
+    for case in cases:
+        label, args, kwargs = (case + ({},))[:3]
+        call = f"{describe_call(name, args, kwargs)}   [case: {label}]"
+        with from_scratch(*forbidden, exercise=name):
+            got = student_fn(*map(_clone, args), **{k: _clone(v) for k, v in kwargs.items()})
+        want = reference_fn(*map(_clone, args), **{k: _clone(v) for k, v in kwargs.items()})
+        check_close(got, want, call=call, hint=hint, rtol=rtol, atol=atol)
+
+
+def check_example(student_fn, args, expected, *, kwargs=None, hint="", rtol=1e-5, atol=5e-4,
+                  forbidden=(), name=None):
+    """A worked example: ``student_fn(*args, **kwargs)`` must equal ``expected`` (e.g. -log 0.7 = 0.357).
+
+    The default atol of 5e-4 suits values quoted to three decimals.
+    """
+    name = name or getattr(student_fn, "__name__", "your function")
+    kwargs = kwargs or {}
+    with from_scratch(*forbidden, exercise=name):
+        got = student_fn(*map(_clone, args), **{k: _clone(v) for k, v in kwargs.items()})
+    check_close(got, expected, call=describe_call(name, args, kwargs), hint=hint, rtol=rtol, atol=atol)
+
+
+# ---------------------------------------------------------------- test inputs
+
+def logits_cases(num_classes=5, rows=6, seed=0, dtype=torch.float32):
+    """Labelled logits of shape (rows, num_classes): ordinary, large, extreme and masked."""
+    g = torch.Generator().manual_seed(seed)
+    ordinary = torch.randn(rows, num_classes, generator=g, dtype=dtype)
+    extreme = ordinary.clone()
+    extreme[:, 0], extreme[:, -1] = 1e4, -1e4
+    masked = ordinary.clone()
+    masked[:, 1::2] = -math.inf
+    return [
+        ("ordinary logits", ordinary),
+        ("large logits (x 50)", ordinary * 50),
+        ("extreme logits (+-1e4)", extreme),
+        ("masked logits (-inf entries)", masked),
+        ("a single row", ordinary[:1]),
+        ("float64 logits", ordinary.double() * 10),
+    ]
+
+
+def random_targets(logits, seed=0, ignore_index=None, ignore_fraction=0.0):
+    """Integer targets for ``logits`` (..., C), avoiding -inf logits; optionally some set to ignore_index."""
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.rand(logits.shape, generator=g).masked_fill(logits == -math.inf, -1.0)
+    targets = scores.argmax(-1)
+    if ignore_index is not None and ignore_fraction > 0:
+        drop = torch.rand(targets.shape, generator=g) < ignore_fraction
+        targets = targets.masked_fill(drop, ignore_index)
+    return targets
+
+
+# ---------------------------------------------------------------- gradients
+
+def check_gradient(grad_fn, loss_fn, cases, *, hint="", rtol=1e-5, atol=1e-7, name=None):
+    """Compare an analytic gradient ``grad_fn(x, *rest)`` with autograd of ``loss_fn(x, *rest)`` wrt x.
+
+    cases: iterable of (label, args) or (label, args, kwargs); x = args[0] is a floating tensor.
+    """
+    name = name or getattr(grad_fn, "__name__", "your gradient")
+    for case in cases:
+        label, args, kwargs = (case + ({},))[:3]
+        x = args[0].detach().clone().requires_grad_(True)
+        loss_fn(x, *args[1:], **kwargs).backward()
+        got = grad_fn(*map(_clone, args), **kwargs)
+        call = f"{describe_call(name, args, kwargs)}   [case: {label}]"
+        check_close(got, x.grad, call=call, hint=hint, rtol=rtol, atol=atol)
+
+
+def check_gradcheck(fn, *inputs, hint="", name=None):
+    """Finite-difference check of autograd through ``fn`` on float64 copies of ``inputs``."""
+    name = name or getattr(fn, "__name__", "your function")
+    xs = [x.detach().double().requires_grad_(x.is_floating_point()) for x in inputs]
+    try:
+        ok = torch.autograd.gradcheck(fn, xs, eps=1e-6, atol=1e-5, raise_exception=False)
+    except Exception as error:  # a function that breaks autograd is a failed check, with its reason
+        ok, hint = False, f"{type(error).__name__}: {error}. {hint}"
+    if not ok:
+        _fail(describe_call(name, xs), "gradients that disagree with finite differences",
+              "autograd gradients equal to finite differences", hint)
+
+
+# ---------------------------------------------------------------- from-scratch enforcement
+
+class FromScratchViolation(AssertionError):
+    pass
+
+
+class _TorchCallRecorder(TorchFunctionMode):
+    """Sees every torch function and Tensor method called while active, whatever name it was called by."""
+
+    def __init__(self, names):
+        super().__init__()
+        self.names, self.seen = set(names), []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name.removeprefix("special_") in self.names:  # torch.special.x is exported as special_x
+            self.seen.append(_public_name(func))
+        return func(*args, **(kwargs or {}))
+
+
+def _public_name(func):
+    """The name a student would recognise: torch.logsumexp, Tensor.logsumexp, torch.special.logsumexp."""
+    qualname = getattr(func, "__qualname__", func.__name__)
+    if qualname.startswith(("TensorBase.", "Tensor.")):
+        return "Tensor." + func.__name__
+    module = getattr(func, "__module__", None) or ""
+    if module == "torch._C._special":
+        return "torch.special." + func.__name__.removeprefix("special_")
+    if module.startswith("torch.nn.functional"):
+        return "torch.nn.functional." + func.__name__
+    return "torch." + func.__name__
+
+
+def _reference_call_recorder(functions, seen):
+    """A profile hook recording calls into course_lib's references (not grading) or given Python functions."""
+    codes = {getattr(f, "__code__", None) for f in functions} - {None}
+
+    def hook(frame, event, arg):
+        if event != "call":
+            return
+        code = frame.f_code
+        public = not os.path.basename(code.co_filename).startswith("_") and not code.co_name.startswith("_")
+        in_reference = code.co_filename.startswith(REFERENCE_DIR) and code.co_filename != __file__ and public
+        if in_reference or code in codes:
+            module = frame.f_globals.get("__name__", "?")
+            seen.append(f"{module}.{code.co_name}")
+    return hook
+
+
+@contextlib.contextmanager
+def from_scratch(*forbidden, exercise="this exercise"):
+    """Fail if code run inside the block calls a forbidden function.
+
+    forbidden: torch op names ("logsumexp", "log_softmax", "cross_entropy", ...) matched on every
+    torch alias of that op, or Python functions matched by identity of their code. The course's
+    reference implementations (course_lib, except this module) are always forbidden.
+    """
+    names = {f for f in forbidden if isinstance(f, str)}
+    functions = [f for f in forbidden if not isinstance(f, str)]
+    seen = []
+    previous = sys.getprofile()
+    recorder = _TorchCallRecorder(names)
+    sys.setprofile(_reference_call_recorder(functions, seen))
+    try:
+        with recorder:
+            yield
+    finally:
+        sys.setprofile(previous)
+    calls = sorted(set(recorder.seen + seen))
+    if calls:
+        raise FromScratchViolation(
+            f"{exercise} must be written from scratch, but it called {', '.join(calls)}.\n"
+            f"  hint: build it from elementary operations (exp, log, max, sum, indexing) instead.")

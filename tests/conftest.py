@@ -1,0 +1,67 @@
+"""Shared fixtures: run a solution notebook's cells in-process and replay its graded test cells.
+
+The mutant tests use this to prove each exercise's own test cell (visible and hidden tests
+together, exactly as nbgrader runs them) rejects wrong implementations and accepts right ones.
+"""
+import contextlib
+import os
+from pathlib import Path
+
+import matplotlib
+import nbformat
+import pytest
+
+matplotlib.use("Agg")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def nbgrader_meta(cell):
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+class NotebookExercises:
+    """A solution notebook executed once; ``run_test`` replays one test cell with replacements."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.notebook = nbformat.read(path, as_version=4)
+        code = [c for c in self.notebook.cells if c.cell_type == "code"]
+        self.tests = {nbgrader_meta(c)["grade_id"]: c.source for c in code if nbgrader_meta(c).get("grade")}
+        self.solutions = [nbgrader_meta(c)["grade_id"] for c in code if nbgrader_meta(c).get("solution")]
+        self.namespace = {"__name__": "__main__"}
+        with _cwd(path.parent):
+            for index, cell in enumerate(code):
+                if not nbgrader_meta(cell).get("grade"):
+                    exec(compile(cell.source, f"{path.name}[cell {index}]", "exec"), self.namespace)
+
+    def run_test(self, test_id, **replacements):
+        namespace = dict(self.namespace, **replacements)
+        with _cwd(self.path.parent):
+            exec(compile(self.tests[test_id], f"{self.path.name}[{test_id}]", "exec"), namespace)
+
+
+@contextlib.contextmanager
+def _cwd(path):
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+_loaded = {}
+
+
+def load_exercises(assignment: str) -> NotebookExercises:
+    """The executed solution notebook of an assignment, cached for the whole test session."""
+    if assignment not in _loaded:
+        _loaded[assignment] = NotebookExercises(ROOT / "solutions" / assignment / f"{assignment}.ipynb")
+    return _loaded[assignment]
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    import matplotlib.pyplot as plt
+    plt.close("all")
