@@ -24,4 +24,3 @@ c.OverwriteCells.add_missing_cells = True
 # Each cell gets 2 minutes; a student's infinite loop is interrupted and fails only that cell.
 c.Execute.timeout = 120
 c.Execute.interrupt_on_timeout = True
-c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}

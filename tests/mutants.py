@@ -44,6 +44,7 @@ def mutant_tests(module):
     def test_correct_alternative_is_accepted(test_id, function, label, impl):
         load_exercises(assignment).run_test(test_id, **{function: impl})
 
+    module["pytestmark"] = pytest.mark.slow  # runs the solution notebook in-process
     module["test_every_graded_cell_has_enough_mutants"] = test_every_graded_cell_has_enough_mutants
     module["test_solution_passes"] = pytest.mark.parametrize("test_id", list(exercises))(test_solution_passes)
     module["test_wrong_implementation_is_rejected"] = test_wrong_implementation_is_rejected

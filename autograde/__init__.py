@@ -1,0 +1,1 @@
+"""Grading setup: the nbgrader config, the class pipeline around it, and the demo class."""

@@ -1,0 +1,62 @@
+"""`make demo`: the whole road on a sample class, offline.
+
+Executes every solution notebook (timed) and renders it to HTML for class, releases every
+assignment into notebooks/, hands in a sample class (autograde/sample_class.py), autogrades
+it with nbgrader, writes feedback, exports grades.csv and prints the grade table.
+It grades in its own workspace, build/demo/, so a real class under autograde/ is never touched.
+"""
+import shutil
+import time
+
+import nbformat
+from nbclient import NotebookClient
+from nbconvert import HTMLExporter
+
+from autograde import pipeline, sample_class
+
+BUILD = pipeline.ROOT / "build"
+
+
+def execute(assignment, timeout=600):
+    """Run a solution notebook top to bottom in a fresh kernel; returns (executed notebook, seconds)."""
+    source = pipeline.SOLUTIONS / assignment / f"{assignment}.ipynb"
+    nb = nbformat.read(source, as_version=4)
+    start = time.perf_counter()
+    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(source.parent)}}).execute()
+    return nb, time.perf_counter() - start
+
+
+def main():
+    workspace = pipeline.Workspace(root=BUILD / "demo")
+    shutil.rmtree(workspace.root, ignore_errors=True)
+    (BUILD / "html").mkdir(parents=True, exist_ok=True)
+    results, times = [], {}
+    for assignment in pipeline.assignments():
+        print(f"== {assignment}: executing the solutions", flush=True)
+        executed, times[assignment] = execute(assignment)
+        body, _ = HTMLExporter().from_notebook_node(executed)
+        (BUILD / "html" / f"{assignment}.html").write_text(body, encoding="utf-8")
+
+        print(f"== {assignment}: releasing to notebooks/ and handing in the sample class", flush=True)
+        pipeline.release(assignment, workspace)
+        notebook = f"{assignment}/{assignment}.ipynb"
+        students = sample_class.write_class(assignment, pipeline.SOLUTIONS / notebook, pipeline.RELEASE / notebook,
+                                            BUILD / "sample_class" / assignment)
+        for student, path in students.items():
+            pipeline.submit(student, assignment, path, workspace)
+            print(f"   autograding {student}", flush=True)
+            results.append(pipeline.autograde(student, assignment, workspace))
+
+    grades = pipeline.export_grades(workspace)
+    print("\nSolution notebooks, executed top to bottom:")
+    for assignment, seconds in times.items():
+        print(f"  {assignment:36s} {seconds:6.1f} s")
+    print(f"\nGrades (nbgrader export: {grades.relative_to(pipeline.ROOT)})\n")
+    print(pipeline.grade_table(results))
+    print(f"\nFeedback: {(workspace.root / 'feedback').relative_to(pipeline.ROOT)}/<student>/<assignment>/"
+          f"\nSlides:   {(BUILD / 'html').relative_to(pipeline.ROOT)}/<assignment>.html")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""The road a class travels, on top of plain nbgrader commands:
+release -> submissions -> autograde -> feedback -> grades.
+
+nbgrader grades a whole class in one command and stops at the first student whose notebook
+it cannot read. Here every student is graded on their own, a submission nbgrader cannot
+grade becomes a clear message in that student's feedback and a zero, and the rest of the
+class is graded as usual.
+"""
+import csv
+import html
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SOLUTIONS, RELEASE = ROOT / "solutions", ROOT / "notebooks"
+
+
+def assignments():
+    """Assignment ids, in course order: every solutions/NN_name/ folder."""
+    return sorted(p.name for p in SOLUTIONS.iterdir() if p.is_dir() and p.name[:2].isdigit())
+
+
+@dataclass
+class Workspace:
+    """Where grading writes: submitted/, autograded/, feedback/ and the gradebook. Default: autograde/."""
+    root: Path = HERE
+    release: Path = RELEASE
+
+    @property
+    def db_url(self):
+        return f"sqlite:///{self.root / 'gradebook.db'}"
+
+    def dir(self, step):
+        return self.root / step
+
+    def nbgrader(self, *args):
+        """Run one nbgrader command with the course config, pointed at this workspace."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        overrides = [f"--CourseDirectory.{step}_directory={self.dir(step)}"
+                     for step in ("submitted", "autograded", "feedback")]
+        overrides += [f"--CourseDirectory.release_directory={self.release}", f"--CourseDirectory.db_url={self.db_url}"]
+        # nbgrader calls the `alembic` script to create its database: it must be found beside this python
+        env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+        return subprocess.run([sys.executable, "-m", "nbgrader", *args, *overrides],
+                              cwd=HERE, env=env, capture_output=True, text=True)
+
+
+@dataclass
+class Result:
+    student: str
+    assignment: str
+    score: float = 0.0
+    max_score: float = 0.0
+    problems: list = field(default_factory=list)
+
+    @property
+    def verdict(self):
+        if self.problems and not self.score:
+            return "not graded"
+        if self.max_score and self.score >= self.max_score:
+            return "full marks"
+        return "zero" if self.score == 0 else "partial"
+
+
+def release(assignment, workspace=Workspace()):
+    """nbgrader generate_assignment: solutions/ -> the release folder, and the assignment into the gradebook."""
+    done = workspace.nbgrader("generate_assignment", assignment, "--force")
+    if done.returncode:
+        raise RuntimeError(f"nbgrader could not release {assignment}:\n{_tail(done)}")
+
+
+def submit(student, assignment, notebook_file, workspace=Workspace()):
+    """Place a student's notebook where nbgrader collects submissions."""
+    target = workspace.dir("submitted") / student / assignment
+    target.mkdir(parents=True, exist_ok=True)
+    (target / f"{assignment}.ipynb").write_bytes(Path(notebook_file).read_bytes())
+    (target / "timestamp.txt").write_text("2026-11-23 12:00:00.000000 UTC")
+
+
+def unreadable_notebooks(student, assignment, workspace=Workspace()):
+    """Messages for submitted notebooks nbgrader could not even open."""
+    problems = []
+    for path in sorted((workspace.dir("submitted") / student / assignment).glob("*.ipynb")):
+        try:
+            text = path.read_text(encoding="utf-8")
+            json.loads(text)
+            nbformat.validate(nbformat.reads(text, as_version=4))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            problems.append(f"{path.name} is not valid notebook JSON ({error}); "
+                            f"it may have been truncated or edited outside Jupyter.")
+        except (nbformat.ValidationError, ValueError, AttributeError, KeyError, TypeError) as error:
+            problems.append(f"{path.name} is not a valid Jupyter notebook: {str(error).splitlines()[0]}")
+    return problems
+
+
+def autograde(student, assignment, workspace=Workspace()):
+    """Autograde one student's submission and write their feedback; never raises for a bad submission."""
+    result = Result(student, assignment)
+    result.problems = unreadable_notebooks(student, assignment, workspace)
+    if not result.problems:
+        graded = workspace.nbgrader("autograde", assignment, f"--student={student}", "--force")
+        if graded.returncode:
+            result.problems.append(f"nbgrader could not autograde this submission:\n{_tail(graded)}")
+        else:
+            made = workspace.nbgrader("generate_feedback", assignment, f"--student={student}", "--force")
+            if made.returncode:
+                result.problems.append(f"feedback could not be generated:\n{_tail(made)}")
+    if result.problems:
+        _write_problem_feedback(result, workspace)
+    result.score, result.max_score = _scores(student, assignment, workspace)
+    return result
+
+
+def _scores(student, assignment, workspace):
+    from nbgrader.api import Gradebook, MissingEntry
+    with Gradebook(workspace.db_url) as gradebook:
+        max_score = gradebook.find_assignment(assignment).max_score
+        gradebook.update_or_create_student(student)
+        try:
+            return gradebook.find_submission(assignment, student).score, max_score
+        except MissingEntry:
+            return 0.0, max_score
+
+
+def _write_problem_feedback(result, workspace):
+    folder = workspace.dir("feedback") / result.student / result.assignment
+    folder.mkdir(parents=True, exist_ok=True)
+    items = "".join(f"<li><pre>{html.escape(p)}</pre></li>" for p in result.problems)
+    (folder / "problems.html").write_text(
+        f"<h1>{html.escape(result.assignment)}: your submission could not be fully graded</h1>"
+        f"<ul>{items}</ul><p>Parts that could not be graded score zero. Fix the notebook and resubmit, "
+        f"or ask your instructor.</p>", encoding="utf-8")
+
+
+def export_grades(workspace=Workspace()):
+    """nbgrader export: one CSV row per student and assignment. Returns the CSV path."""
+    path = workspace.root / "grades.csv"
+    done = workspace.nbgrader("export", f"--CsvExportPlugin.to={path}")
+    if done.returncode:
+        raise RuntimeError(f"nbgrader export failed:\n{_tail(done)}")
+    return path
+
+
+def grade_table(results):
+    """A plain-text table: student, assignment, score, verdict and the first line of any problem."""
+    rows = [("student", "assignment", "score", "verdict", "note")]
+    for r in results:
+        note = r.problems[0].splitlines()[0] if r.problems else ""
+        rows.append((r.student, r.assignment, f"{r.score:g} / {r.max_score:g}", r.verdict, note[:70]))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4] for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def read_grades_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _tail(done, lines=12):
+    text = (done.stdout + done.stderr).strip().splitlines()
+    return "\n".join(text[-lines:])

@@ -1,0 +1,145 @@
+"""course_lib.grading: what the notebook test cells rely on to reject wrong answers clearly."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from course_lib import grading, softmax as ref
+from course_lib.grading import FromScratchViolation, from_scratch
+
+X = torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
+Y = torch.tensor([0, 1, 2, 3])
+lse_alias = torch.logsumexp
+from torch.nn.functional import log_softmax as renamed_log_softmax  # noqa: E402
+
+
+def stable_lse(x, dim=-1):
+    m = x.amax(dim, keepdim=True)
+    return (m + (x - m).exp().sum(dim, keepdim=True).log()).squeeze(dim)
+
+
+def swallowed_violation(x):
+    try:
+        return torch.logsumexp(x, -1)
+    except Exception:
+        return None
+
+
+@pytest.mark.parametrize("call", [
+    lambda: torch.logsumexp(X, -1),
+    lambda: lse_alias(X, -1),
+    lambda: X.logsumexp(-1),
+    lambda: torch.special.logsumexp(X, -1),
+    lambda: renamed_log_softmax(X, -1),
+    lambda: torch.nn.LogSoftmax(-1)(X),
+    lambda: F.cross_entropy(X, Y),
+    lambda: torch.nn.CrossEntropyLoss()(X, Y),
+    lambda: ref.logsumexp(X),
+    lambda: swallowed_violation(X),
+], ids=["torch", "alias", "method", "special", "renamed import", "module", "F.cross_entropy",
+        "CrossEntropyLoss", "course_lib reference", "caught by the student"])
+def test_from_scratch_catches_every_route_to_a_forbidden_op(call):
+    with pytest.raises(FromScratchViolation, match="must be written from scratch, but it called"):
+        with from_scratch("logsumexp", "log_softmax", "cross_entropy", exercise="logsumexp"):
+            call()
+
+
+def test_from_scratch_names_the_forbidden_call():
+    with pytest.raises(FromScratchViolation, match=r"called Tensor\.logsumexp"):
+        with from_scratch("logsumexp"):
+            X.logsumexp(-1)
+
+
+def test_from_scratch_allows_elementary_operations_and_restores_the_profiler():
+    with from_scratch("logsumexp", "log_softmax", "cross_entropy"):
+        stable_lse(X)
+    assert torch.overrides._get_current_function_mode() is None
+    import sys
+    assert sys.getprofile() is None
+
+
+def test_from_scratch_catches_a_forbidden_python_function_by_identity():
+    alias = stable_lse
+    with pytest.raises(FromScratchViolation, match="stable_lse"):
+        with from_scratch(stable_lse):
+            alias(X)
+
+
+def test_check_against_reference_passes_a_right_answer_and_explains_a_wrong_one():
+    cases = [("ordinary", (X,)), ("extreme", (X * 1e4,))]
+    grading.check_against_reference(stable_lse, ref.logsumexp, cases, forbidden=("logsumexp",))
+    naive = lambda x, dim=-1: x.exp().sum(dim).log()  # noqa: E731
+    with pytest.raises(AssertionError) as failure:
+        grading.check_against_reference(naive, ref.logsumexp, cases, name="logsumexp", hint="subtract the max")
+    message = str(failure.value)
+    for part in ("logsumexp(tensor(shape=(4, 6)", "[case: extreme]", "returned:", "expected:", "hint: subtract the max"):
+        assert part in message
+
+
+def test_student_function_cannot_change_the_reference_inputs():
+    def destructive(x, dim=-1):
+        result = stable_lse(x, dim)
+        x.zero_()
+        return result
+    x = X.clone()
+    grading.check_against_reference(destructive, ref.logsumexp, [("ordinary", (x,))])
+    assert torch.equal(x, X)
+
+
+@pytest.mark.parametrize("returned, detail", [
+    (None, "forget to `return`"),
+    (torch.zeros(3), "shape (3,) but expected shape ()"),
+    (torch.tensor(1), "expected a floating result"),
+    ("0.5", "should be a tensor or a number"),
+    (torch.tensor(0.5001), "first mismatch"),
+])
+def test_check_close_says_what_is_wrong(returned, detail):
+    with pytest.raises(AssertionError, match="returned") as failure:
+        grading.check_close(returned, 0.5, call="f(x)", atol=1e-6)
+    assert detail in str(failure.value)
+
+
+def test_check_close_treats_nan_as_equal_only_to_nan():
+    grading.check_close(torch.tensor(float("nan")), float("nan"), call="f()")
+    with pytest.raises(AssertionError):
+        grading.check_close(torch.tensor(0.0), float("nan"), call="f()")
+
+
+def test_check_example_enforces_from_scratch_rules():
+    with pytest.raises(FromScratchViolation):
+        grading.check_example(lambda x: torch.logsumexp(x, -1), (X[0],), ref.logsumexp(X[0]), forbidden=("logsumexp",))
+
+
+def test_check_gradient_rejects_y_minus_p():
+    def loss(z, y):
+        return F.cross_entropy(z, y, reduction="sum")
+    right = lambda z, y: torch.softmax(z, -1) - F.one_hot(y, z.shape[-1])  # noqa: E731
+    wrong = lambda z, y: F.one_hot(y, z.shape[-1]) - torch.softmax(z, -1)  # noqa: E731
+    grading.check_gradient(right, loss, [("ordinary", (X, Y))])
+    with pytest.raises(AssertionError, match="case: ordinary"):
+        grading.check_gradient(wrong, loss, [("ordinary", (X, Y))])
+
+
+class WrongBackwardSquare(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * x  # should be 2x
+
+
+def test_check_gradcheck_rejects_a_wrong_backward():
+    grading.check_gradcheck(lambda x: x * x, torch.randn(5))
+    with pytest.raises(AssertionError, match="finite differences"):
+        grading.check_gradcheck(WrongBackwardSquare.apply, torch.randn(5))
+
+
+def test_logits_cases_cover_the_extremes():
+    labels = [label for label, _ in grading.logits_cases()]
+    assert any("1e4" in label for label in labels) and any("-inf" in label for label in labels)
+    masked = dict(grading.logits_cases())["masked logits (-inf entries)"]
+    targets = grading.random_targets(masked, seed=1)
+    assert torch.isfinite(masked.gather(1, targets[:, None])).all()  # never a masked class as target

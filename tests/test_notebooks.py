@@ -1,0 +1,44 @@
+"""Every solution notebook runs top to bottom in a real kernel; stored notebooks are cleared."""
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from autograde.pipeline import RELEASE, SOLUTIONS, assignments
+
+pytestmark = pytest.mark.slow
+STORED = sorted(SOLUTIONS.glob("*/*.ipynb")) + sorted(RELEASE.glob("*/*.ipynb"))
+
+
+def test_the_course_has_its_first_notebooks():
+    assert {"01_mle_and_nll", "02_softmax_and_cross_entropy"} <= set(assignments())
+
+
+@pytest.mark.parametrize("assignment", assignments())
+def test_solution_notebook_runs_top_to_bottom(assignment):
+    path = SOLUTIONS / assignment / f"{assignment}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    start = time.perf_counter()
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    print(f"{assignment}: {time.perf_counter() - start:.1f} s")  # shown with -rA; the budget is 90 s on 2 cores
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+
+
+@pytest.mark.parametrize("path", STORED, ids=[str(p.relative_to(p.parents[1])) for p in STORED])
+def test_stored_notebooks_have_no_outputs(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+    assert not dirty, f"{path} keeps outputs in cells {dirty}: clear them before committing"
+
+
+@pytest.mark.parametrize("assignment", assignments())
+def test_each_notebook_has_at_least_five_graded_exercises_with_points(assignment):
+    nb = nbformat.read(SOLUTIONS / assignment / f"{assignment}.ipynb", as_version=4)
+    meta = [c.metadata.get("nbgrader", {}) for c in nb.cells]
+    tests = [m for m in meta if m.get("grade")]
+    solutions = {m["grade_id"] for m in meta if m.get("solution")}
+    assert len(tests) >= 5 and all(m.get("points", 0) > 0 for m in tests)
+    assert {m["grade_id"] for m in tests} == {f"test_{s}" for s in solutions}, "each exercise `foo` is graded by `test_foo`"
