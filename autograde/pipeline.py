@@ -24,7 +24,7 @@ SOLUTIONS, RELEASE = ROOT / "solutions", ROOT / "notebooks"
 
 def assignments():
     """Assignment ids, in course order: every solutions/NN_name/ folder."""
-    return sorted(p.name for p in SOLUTIONS.iterdir() if p.is_dir() and p.name[:2].isdigit())
+    return sorted(p.name for p in SOLUTIONS.glob("[0-9][0-9]_*") if p.is_dir())
 
 
 @dataclass

@@ -31,7 +31,9 @@ def describe(value, limit=8) -> str:
     if isinstance(value, torch.Tensor):
         dtype = str(value.dtype).replace("torch.", "")
         if value.numel() <= limit:
-            values = np.array2string(value.detach().cpu().double().numpy(), precision=4, separator=", ")
+            exact = value.detach().cpu()
+            values = np.array2string(exact.double().numpy() if exact.is_floating_point() else exact.numpy(),
+                                     precision=4, separator=", ")
             return f"tensor({values}, dtype={dtype})"
         finite = value[torch.isfinite(value)] if value.is_floating_point() else value
         span = f", values in [{finite.min().item():.4g}, {finite.max().item():.4g}]" if finite.numel() else ""
@@ -149,17 +151,19 @@ def random_targets(logits, seed=0, ignore_index=None, ignore_fraction=0.0):
 
 # ---------------------------------------------------------------- gradients
 
-def check_gradient(grad_fn, loss_fn, cases, *, hint="", rtol=1e-5, atol=1e-7, name=None):
+def check_gradient(grad_fn, loss_fn, cases, *, hint="", rtol=1e-5, atol=1e-7, forbidden=(), name=None):
     """Compare an analytic gradient ``grad_fn(x, *rest)`` with autograd of ``loss_fn(x, *rest)`` wrt x.
 
     cases: iterable of (label, args) or (label, args, kwargs); x = args[0] is a floating tensor.
+    forbidden: as in ``check_against_reference`` (e.g. "backward", "grad" to forbid autograd).
     """
     name = name or getattr(grad_fn, "__name__", "your gradient")
     for case in cases:
         label, args, kwargs = (case + ({},))[:3]
         x = args[0].detach().clone().requires_grad_(True)
         loss_fn(x, *args[1:], **kwargs).backward()
-        got = grad_fn(*map(_clone, args), **kwargs)
+        with from_scratch(*forbidden, exercise=name):
+            got = grad_fn(*map(_clone, args), **kwargs)
         call = f"{describe_call(name, args, kwargs)}   [case: {label}]"
         check_close(got, x.grad, call=call, hint=hint, rtol=rtol, atol=atol)
 

@@ -30,12 +30,13 @@ def binary_cross_entropy_with_logits(logits, targets, reduction="mean"):
     """Bernoulli NLL from a logit z, p = sigmoid(z), written so exp never overflows:
 
     -[y log s(z) + (1 - y) log(1 - s(z))] = max(z, 0) - y z + log(1 + e^{-|z|}).
+    max(z, 0) is written (z + |z|) / 2 so that autograd's gradient at z = 0 is s(0) - y = 1/2 - y.
     logits: (...); targets: (...) same shape. Returns (...) or a scalar.
     """
     fn = "binary_cross_entropy_with_logits"
     z, y = as_float("logits", logits, fn), as_float("targets", targets, fn)
     same_shape(fn, logits=z, targets=y)
-    return reduce(z.clamp(min=0) - y * z + torch.log1p(torch.exp(-z.abs())), reduction, fn)
+    return reduce((z + z.abs()) / 2 - y * z + torch.log1p(torch.exp(-z.abs())), reduction, fn)
 
 
 def categorical_nll(probs, targets, reduction="mean"):

@@ -28,6 +28,13 @@ def test_bce_with_logits_matches_torch_at_extreme_logits(reduction):
     torch.testing.assert_close(got, want)
 
 
+def test_bce_with_logits_gradient_is_sigmoid_minus_target_everywhere_including_zero():
+    z = torch.cat([LOGITS, torch.zeros(2, dtype=torch.float64)]).requires_grad_()
+    y = torch.cat([LABELS, torch.tensor([0.0, 1.0], dtype=torch.float64)])
+    mle.binary_cross_entropy_with_logits(z, y, reduction="sum").backward()
+    torch.testing.assert_close(z.grad, torch.sigmoid(z.detach()) - y)
+
+
 def test_bce_from_logits_equals_bce_from_probabilities_where_both_are_exact():
     z = torch.linspace(-8, 8, 33, dtype=torch.float64)
     y = (torch.arange(33) % 2).double()

@@ -27,7 +27,7 @@ def test_solution_notebook_runs_top_to_bottom(assignment):
     assert not errors
 
 
-@pytest.mark.parametrize("path", STORED, ids=[str(p.relative_to(p.parents[1])) for p in STORED])
+@pytest.mark.parametrize("path", STORED, ids=[str(p.relative_to(p.parents[2])) for p in STORED])
 def test_stored_notebooks_have_no_outputs(path: Path):
     nb = nbformat.read(path, as_version=4)
     dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
