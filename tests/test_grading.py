@@ -143,3 +143,22 @@ def test_logits_cases_cover_the_extremes():
     masked = dict(grading.logits_cases())["masked logits (-inf entries)"]
     targets = grading.random_targets(masked, seed=1)
     assert torch.isfinite(masked.gather(1, targets[:, None])).all()  # never a masked class as target
+
+
+def test_reference_runs_in_float64_and_input_scale_sizes_the_rounding_allowance():
+    seen = []
+
+    def reference(x, temperature=1.0):
+        seen.append(x.dtype)
+        return ref.log_softmax(x, temperature=temperature)
+
+    def float32_log_softmax(x, temperature=1.0):  # correct, in float32
+        z = x / temperature
+        return z - stable_lse(z)[..., None]
+
+    case = ("two nearly tied logits of 1e4, T=0.3", (torch.tensor([[1e4, 1e4 + 0.5, -1e4]]),), {"temperature": 0.3})
+    assert grading.input_scale(case) == pytest.approx((1e4 + 0.5) / 0.3)
+    with pytest.raises(AssertionError, match="first mismatch"):  # float32 rounding at 1e4 exceeds atol=1e-6 ...
+        grading.check_against_reference(float32_log_softmax, reference, [case], atol=1e-6)
+    grading.check_against_reference(float32_log_softmax, reference, [case], atol=1e-6 * grading.input_scale(case))
+    assert set(seen) == {torch.float64}
