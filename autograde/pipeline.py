@@ -10,6 +10,7 @@ import csv
 import html
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -107,7 +108,7 @@ def autograde(student, assignment, workspace=Workspace()):
     if not result.problems:
         graded = workspace.nbgrader("autograde", assignment, f"--student={student}", "--force")
         if graded.returncode:
-            result.problems.append(f"nbgrader could not autograde this submission:\n{_tail(graded)}")
+            result.problems.append(f"nbgrader could not autograde this submission: {_cause(graded)}\n{_tail(graded)}")
         else:
             made = workspace.nbgrader("generate_feedback", assignment, f"--student={student}", "--force")
             if made.returncode:
@@ -163,6 +164,18 @@ def grade_table(results):
 def read_grades_csv(path):
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def _cause(done):
+    """The last error nbgrader reported, in words a student can act on."""
+    errors = re.findall(r"\b(\w+(?:Error|Exception)): (.*)", done.stdout + done.stderr)
+    if not errors:
+        return "see the log below"
+    name, message = errors[-1]
+    if name == "DeadKernelError":
+        return ("the Python kernel died while running the notebook (a cell that calls os._exit or "
+                "sys.exit, crashes the interpreter or exhausts memory); nothing could be graded")
+    return f"{name}: {message.strip()}"
 
 
 def _tail(done, lines=12):

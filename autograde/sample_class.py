@@ -7,13 +7,14 @@ Every assignment gets the same six students:
   broken_json     a notebook file cut off halfway (not valid JSON)               -> not graded, told why
   deleted_cells   a test cell and a solution cell deleted                        -> graded on the rest
   raises          the first solution cell raises before defining anything        -> graded on the rest
+  kills_kernel    a solution cell ends the Python process (os._exit)             -> not graded, told why
 """
 import re
 from pathlib import Path
 
 import nbformat
 
-STUDENTS = ("reference", "untouched", "partly_wrong", "broken_json", "deleted_cells", "raises")
+STUDENTS = ("reference", "untouched", "partly_wrong", "broken_json", "deleted_cells", "raises", "kills_kernel")
 MARKERS = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$\n?", re.MULTILINE)
 
 
@@ -66,12 +67,18 @@ def raises(release_notebook, source_notebook):
     return nb
 
 
+def kills_kernel(release_notebook, source_notebook):
+    nb = filled_in(release_notebook, source_notebook)
+    _solution_cells(nb)[-1].source = "import os\nos._exit(1)\n" + _solution_cells(nb)[-1].source
+    return nb
+
+
 def write_class(assignment, source_notebook, release_notebook, folder):
     """Write each sample student's notebook to folder/<student>.ipynb; returns {student: path}."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     builders = {"reference": filled_in, "partly_wrong": partly_wrong,
-                "deleted_cells": deleted_cells, "raises": raises}
+                "deleted_cells": deleted_cells, "raises": raises, "kills_kernel": kills_kernel}
     paths = {student: folder / f"{student}.ipynb" for student in STUDENTS}
     for student, build in builders.items():
         nbformat.write(build(release_notebook, source_notebook), paths[student])

@@ -82,7 +82,7 @@ def test_reference_solution_gets_full_marks_and_blank_release_gets_zero(workspac
 
 def test_broken_submissions_get_clear_feedback_and_never_disturb_the_class(workspace, sample):
     assignment = ROBUSTNESS_ASSIGNMENT
-    students = ("broken_json", "deleted_cells", "raises", "partly_wrong")
+    students = ("broken_json", "kills_kernel", "deleted_cells", "raises", "partly_wrong")
     for student in students:
         pipeline.submit(student, assignment, sample[assignment][student], workspace)
     pipeline.submit("after_the_broken_ones", assignment, sample[assignment]["reference"], workspace)
@@ -92,6 +92,10 @@ def test_broken_submissions_get_clear_feedback_and_never_disturb_the_class(works
     assert broken.verdict == "not graded" and "not valid notebook JSON" in broken.problems[0]
     problems = workspace.dir("feedback") / "broken_json" / assignment / "problems.html"
     assert "not valid notebook JSON" in problems.read_text()
+
+    killed = results["kills_kernel"]
+    assert killed.verdict == "not graded" and "kernel died" in killed.problems[0]
+    assert "kernel died" in (workspace.dir("feedback") / "kills_kernel" / assignment / "problems.html").read_text()
 
     for student in ("deleted_cells", "raises", "partly_wrong"):
         result = results[student]
