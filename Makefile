@@ -19,8 +19,8 @@ setup: $(SETUP)
 
 $(SETUP): pyproject.toml
 	@test -x $(PY) || command -v $(PY) >/dev/null || $(PYTHON) -m venv --system-site-packages .venv
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH)"
-	$(PY) -m pip install -e .
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e .
 	@touch $@
 
 demo: setup  ## execute solutions, release, autograde a sample class, print grades

@@ -13,6 +13,13 @@ def as_float(name: str, x, fn: str) -> torch.Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
+def check_dim(name: str, x: torch.Tensor, dim: int, fn: str) -> None:
+    ndim = max(x.dim(), 1)
+    if not -ndim <= dim < ndim:
+        raise ValueError(f"{fn}: dim={dim} is out of range for {name} of shape {tuple(x.shape)}; "
+                         f"expected {-ndim} <= dim < {ndim}")
+
+
 def as_index(name: str, x, fn: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or x.is_floating_point() or x.dtype == torch.bool:
         got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__

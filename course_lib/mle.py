@@ -63,10 +63,20 @@ def gaussian_nll(mean, target, var, full=False, eps=1e-6, reduction="mean"):
     mu, x = as_float("mean", mean, fn), as_float("target", target, fn)
     same_shape(fn, mean=mu, target=x)
     var = torch.as_tensor(var, dtype=mu.dtype).clamp(min=eps)
+    if not _broadcasts_to(var.shape, mu.shape):
+        raise ValueError(f"{fn}: var of shape {tuple(var.shape)} must broadcast to the shape of mean "
+                         f"{tuple(mu.shape)} (same shape, or a scalar)")
     loss = 0.5 * (torch.log(var) + (x - mu) ** 2 / var)
     if full:
         loss = loss + 0.5 * math.log(2 * math.pi)
     return reduce(loss.expand_as(mu), reduction, fn)
+
+
+def _broadcasts_to(shape, target):
+    try:
+        return torch.broadcast_shapes(shape, target) == target
+    except RuntimeError:
+        return False
 
 
 def mse(pred, target, reduction="mean"):

@@ -8,7 +8,7 @@ result is the mathematically right -inf (softmax of such a row is undefined: NaN
 """
 import torch
 
-from ._inputs import as_float
+from ._inputs import as_float, check_dim
 
 
 def _finite_row_max(x, dim):
@@ -22,6 +22,7 @@ def logsumexp(x, dim=-1):
     x: (..., C, ...). Returns x's shape without ``dim``.
     """
     x = as_float("x", x, "logsumexp")
+    check_dim("x", x, dim, "logsumexp")
     m = _finite_row_max(x, dim)
     return (m + torch.log(torch.exp(x - m).sum(dim=dim, keepdim=True))).squeeze(dim)
 
@@ -39,6 +40,7 @@ def softmax(logits, dim=-1, temperature=1.0):
     logits: (..., C). Returns the same shape; each slice along ``dim`` sums to 1.
     """
     x = as_float("logits", logits, "softmax") / _positive(temperature, "softmax")
+    check_dim("logits", x, dim, "softmax")
     e = torch.exp(x - _finite_row_max(x, dim))
     return e / e.sum(dim=dim, keepdim=True)
 

@@ -98,6 +98,7 @@ def test_mse_matches_torch(reduction):
     (lambda: mle.categorical_nll(torch.rand(4, 3), torch.zeros(3, dtype=torch.long)), r"probs \(N, C\) and targets \(N,\)"),
     (lambda: mle.mse(torch.rand(3), torch.rand(3), reduction="avg"), "reduction must be one of"),
     (lambda: mle.mse([1.0], torch.rand(1)), "must be a torch.Tensor"),
+    (lambda: mle.gaussian_nll(torch.zeros(3), torch.zeros(3), torch.ones(2)), r"var of shape \(2,\) must broadcast"),
 ])
 def test_bad_inputs_raise_value_errors_that_name_the_expectation(call, message):
     with pytest.raises(ValueError, match=message):

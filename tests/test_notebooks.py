@@ -42,3 +42,19 @@ def test_each_notebook_has_at_least_five_graded_exercises_with_points(assignment
     solutions = {m["grade_id"] for m in meta if m.get("solution")}
     assert len(tests) >= 5 and all(m.get("points", 0) > 0 for m in tests)
     assert {m["grade_id"] for m in tests} == {f"test_{s}" for s in solutions}, "each exercise `foo` is graded by `test_foo`"
+
+
+@pytest.mark.parametrize("assignment", assignments())
+def test_exercises_follow_the_course_conventions(assignment):
+    """Solution cell `foo` defines foo(); its test cell `test_foo` checks it through course_lib.grading."""
+    nb = nbformat.read(SOLUTIONS / assignment / f"{assignment}.ipynb", as_version=4)
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("solution"):
+            assert f"def {meta['grade_id']}(" in cell.source, f"solution cell {meta['grade_id']} must define it"
+            assert "### BEGIN SOLUTION" in cell.source and "### END SOLUTION" in cell.source
+        if meta.get("grade"):
+            assert "grading.check_" in cell.source, f"{meta['grade_id']} must check student code with course_lib.grading"
+            assert "### BEGIN HIDDEN TESTS" in cell.source, f"{meta['grade_id']} has no hidden tests"
+        if cell.cell_type == "markdown":
+            assert "### BEGIN" not in cell.source, "nbgrader reads solution markers in markdown too"

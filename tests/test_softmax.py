@@ -76,3 +76,13 @@ def test_gradients_through_the_stable_versions():
 def test_nonpositive_temperature_is_rejected():
     with pytest.raises(ValueError, match="temperature must be > 0"):
         softmax.softmax(torch.zeros(3), temperature=0)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: softmax.logsumexp(torch.zeros(3), dim=1),
+    lambda: softmax.softmax(torch.zeros(2, 3), dim=-3),
+    lambda: softmax.log_softmax(torch.zeros(2, 3), dim=2),
+])
+def test_a_dim_out_of_range_raises_a_value_error_naming_the_shape(call):
+    with pytest.raises(ValueError, match=r"out of range for .* of shape .*; expected"):
+        call()
