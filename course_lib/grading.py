@@ -87,6 +87,17 @@ def _clone(value):
     return value.detach().clone() if isinstance(value, torch.Tensor) else value
 
 
+def _unpack(case):
+    """(label, args) or (label, args, kwargs) -> (label, args, kwargs)."""
+    return (tuple(case) + ({},))[:3]
+
+
+def _run_student(student_fn, args, kwargs, forbidden, name):
+    """Call student code on private copies of the inputs, under the exercise's from-scratch rules."""
+    with from_scratch(*forbidden, exercise=name):
+        return student_fn(*map(_clone, args), **{k: _clone(v) for k, v in kwargs.items()})
+
+
 def _float64(value):
     value = _clone(value)
     return value.double() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
@@ -98,7 +109,8 @@ def input_scale(case):
     float32 rounds a number that large at about 1e-7 of its size, so a correct float32 answer on
     logits of 1e4 can differ from the float64 reference by ~1e-3: scale tolerances with this.
     """
-    x, kwargs = case[1][0], (tuple(case) + ({},))[2]
+    _, args, kwargs = _unpack(case)
+    x = args[0]
     finite = x[torch.isfinite(x)].abs()
     return (finite.max().item() if finite.numel() else 1.0) / kwargs.get("temperature", 1.0)
 
@@ -115,10 +127,9 @@ def check_against_reference(student_fn, reference_fn, cases, *, hint="", rtol=1e
     """
     name = name or getattr(student_fn, "__name__", "your function")
     for case in cases:
-        label, args, kwargs = (case + ({},))[:3]
+        label, args, kwargs = _unpack(case)
         call = f"{describe_call(name, args, kwargs)}   [case: {label}]"
-        with from_scratch(*forbidden, exercise=name):
-            got = student_fn(*map(_clone, args), **{k: _clone(v) for k, v in kwargs.items()})
+        got = _run_student(student_fn, args, kwargs, forbidden, name)
         want = reference_fn(*map(_float64, args), **{k: _float64(v) for k, v in kwargs.items()})
         check_close(got, want, call=call, hint=hint, rtol=rtol, atol=atol)
 
@@ -131,8 +142,7 @@ def check_example(student_fn, args, expected, *, kwargs=None, hint="", rtol=1e-5
     """
     name = name or getattr(student_fn, "__name__", "your function")
     kwargs = kwargs or {}
-    with from_scratch(*forbidden, exercise=name):
-        got = student_fn(*map(_clone, args), **{k: _clone(v) for k, v in kwargs.items()})
+    got = _run_student(student_fn, args, kwargs, forbidden, name)
     check_close(got, expected, call=describe_call(name, args, kwargs), hint=hint, rtol=rtol, atol=atol)
 
 
@@ -177,11 +187,10 @@ def check_gradient(grad_fn, loss_fn, cases, *, hint="", rtol=1e-5, atol=1e-7, fo
     """
     name = name or getattr(grad_fn, "__name__", "your gradient")
     for case in cases:
-        label, args, kwargs = (case + ({},))[:3]
+        label, args, kwargs = _unpack(case)
         x = args[0].detach().clone().requires_grad_(True)
         loss_fn(x, *args[1:], **kwargs).backward()
-        with from_scratch(*forbidden, exercise=name):
-            got = grad_fn(*map(_clone, args), **kwargs)
+        got = _run_student(grad_fn, args, kwargs, forbidden, name)
         call = f"{describe_call(name, args, kwargs)}   [case: {label}]"
         check_close(got, x.grad, call=call, hint=hint, rtol=rtol, atol=atol)
 
