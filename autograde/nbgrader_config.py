@@ -16,8 +16,7 @@ c.CourseDirectory.submitted_directory = "autograde/submitted"
 c.CourseDirectory.autograded_directory = "autograde/autograded"
 c.CourseDirectory.feedback_directory = "autograde/feedback"
 c.CourseDirectory.solution_directory = "autograde/solution"
-c.CourseDirectory.db_url = os.environ.get(
-    "NBGRADER_DB_URL", "sqlite:///" + os.path.join(here, "gradebook.db"))
+c.CourseDirectory.db_url = "sqlite:///" + os.path.join(here, "gradebook.db")
 
 # A student who deleted a graded cell gets it back (marked as re-added) and is graded on the rest.
 c.OverwriteCells.add_missing_cells = True
