@@ -154,7 +154,7 @@ def grade_table(results):
     rows = [("student", "assignment", "score", "verdict", "note")]
     for r in results:
         note = r.problems[0].splitlines()[0] if r.problems else ""
-        rows.append((r.student, r.assignment, f"{r.score:g} / {r.max_score:g}", r.verdict, note[:70]))
+        rows.append((r.student, r.assignment, f"{r.score:g} / {r.max_score:g}", r.verdict, note[:110]))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4] for row in rows]
     lines.insert(1, "-" * len(lines[0]))
