@@ -1,6 +1,6 @@
 """A sample class for the demo and the end-to-end tests, built from solutions/ and the release.
 
-Every assignment gets the same six students:
+Every assignment gets the same seven students:
   reference       the release with every solution filled in from solutions/     -> full marks
   untouched       the release as handed out                                      -> zero
   partly_wrong    every other exercise with its sign flipped, the last one blank -> partial
@@ -25,7 +25,7 @@ def _nbgrader(cell):
 def _solution_sources(source_notebook):
     """grade_id -> the solution cell's code, without nbgrader's markers."""
     nb = nbformat.read(source_notebook, as_version=4)
-    return {_nbgrader(c)["grade_id"]: MARKERS.sub("", c.source) for c in nb.cells if _nbgrader(c).get("solution")}
+    return {_nbgrader(c)["grade_id"]: MARKERS.sub("", c.source) for c in _solution_cells(nb)}
 
 
 def _solution_cells(nb):
@@ -44,11 +44,10 @@ def filled_in(release_notebook, source_notebook):
 def partly_wrong(release_notebook, source_notebook):
     """Solved, but every second exercise returns the negated result and the last is left blank."""
     nb = filled_in(release_notebook, source_notebook)
-    release = {_nbgrader(c)["grade_id"]: c.source for c in _solution_cells(nbformat.read(release_notebook, 4))}
     cells = _solution_cells(nb)
     for cell in cells[1::2]:
         cell.source = re.sub(r"^(\s*)return (.+)$", r"\1return -(\2)", cell.source, flags=re.MULTILINE)
-    cells[-1].source = release[_nbgrader(cells[-1])["grade_id"]]
+    cells[-1].source = _solution_cells(nbformat.read(release_notebook, as_version=4))[-1].source
     return nb
 
 

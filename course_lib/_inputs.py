@@ -13,6 +13,18 @@ def as_float(name: str, x, fn: str) -> torch.Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
+def broadcasts_to(fn: str, **tensors: torch.Tensor) -> None:
+    """The first tensor must broadcast to the second's shape (same shape, or fewer/size-1 dims)."""
+    (name, x), (target_name, target) = tensors.items()
+    try:
+        ok = torch.broadcast_shapes(x.shape, target.shape) == target.shape
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{fn}: {name} of shape {tuple(x.shape)} must broadcast to the shape of "
+                         f"{target_name} {tuple(target.shape)} (same shape, or a scalar)")
+
+
 def check_dim(name: str, x: torch.Tensor, dim: int, fn: str) -> None:
     ndim = max(x.dim(), 1)
     if not -ndim <= dim < ndim:

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from ._inputs import as_float, as_index, reduce, same_shape
+from ._inputs import as_float, as_index, broadcasts_to, reduce, same_shape
 
 LOG_FLOOR = -100.0  # torch's BCE clamps log p at -100 so that p = 0 gives a large finite loss
 
@@ -63,20 +63,11 @@ def gaussian_nll(mean, target, var, full=False, eps=1e-6, reduction="mean"):
     mu, x = as_float("mean", mean, fn), as_float("target", target, fn)
     same_shape(fn, mean=mu, target=x)
     var = torch.as_tensor(var, dtype=mu.dtype).clamp(min=eps)
-    if not _broadcasts_to(var.shape, mu.shape):
-        raise ValueError(f"{fn}: var of shape {tuple(var.shape)} must broadcast to the shape of mean "
-                         f"{tuple(mu.shape)} (same shape, or a scalar)")
+    broadcasts_to(fn, var=var, mean=mu)
     loss = 0.5 * (torch.log(var) + (x - mu) ** 2 / var)
     if full:
         loss = loss + 0.5 * math.log(2 * math.pi)
     return reduce(loss.expand_as(mu), reduction, fn)
-
-
-def _broadcasts_to(shape, target):
-    try:
-        return torch.broadcast_shapes(shape, target) == target
-    except RuntimeError:
-        return False
 
 
 def mse(pred, target, reduction="mean"):

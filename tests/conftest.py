@@ -27,7 +27,6 @@ class NotebookExercises:
         self.notebook = nbformat.read(path, as_version=4)
         code = [c for c in self.notebook.cells if c.cell_type == "code"]
         self.tests = {nbgrader_meta(c)["grade_id"]: c.source for c in code if nbgrader_meta(c).get("grade")}
-        self.solutions = [nbgrader_meta(c)["grade_id"] for c in code if nbgrader_meta(c).get("solution")]
         self.namespace = {"__name__": "__main__"}
         with _cwd(path.parent):
             for index, cell in enumerate(code):
