@@ -59,7 +59,14 @@ def _fail(call, got, expected, hint, detail=""):
 # ---------------------------------------------------------------- comparing values
 
 def check_close(actual, expected, *, call, hint="", rtol=1e-5, atol=1e-6):
-    """Assert ``actual`` matches ``expected`` (tensor or number): same shape, close values, NaN where NaN."""
+    """Assert ``actual`` matches ``expected`` (tensor or number): same shape, close values, NaN where NaN.
+
+    A tuple ``expected`` (a function with several outputs, e.g. a value and its new state) needs a
+    tuple or list of the same length, compared output by output.
+    """
+    if isinstance(expected, tuple):
+        _check_outputs(actual, expected, call=call, hint=hint, rtol=rtol, atol=atol)
+        return
     expected = torch.as_tensor(expected)
     if actual is None:
         _fail(call, "None", describe(expected), hint or "did you forget to `return` the result?")
@@ -81,6 +88,16 @@ def check_close(actual, expected, *, call, hint="", rtol=1e-5, atol=1e-6):
         at = f" at index {where}" if where else ""
         detail = f"first mismatch{at}: got {a[where].item():.6g}, expected {e[where].item():.6g} (rtol={rtol}, atol={atol})"
         _fail(call, describe(actual), describe(expected), hint, detail)
+
+
+def _check_outputs(actual, expected, *, call, hint, rtol, atol):
+    shown = f"a tuple of {len(expected)} outputs"
+    if not isinstance(actual, (tuple, list)):
+        _fail(call, describe(actual), shown, hint, "the function should return several outputs, in the order asked for")
+    if len(actual) != len(expected):
+        _fail(call, f"{len(actual)} outputs", shown, hint)
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        check_close(a, e, call=f"{call}   [output {i}]", hint=hint, rtol=rtol, atol=atol)
 
 
 def _clone(value):

@@ -98,6 +98,17 @@ def test_check_close_says_what_is_wrong(returned, detail):
     assert detail in str(failure.value)
 
 
+def test_check_close_compares_several_outputs_one_by_one():
+    expected = (torch.tensor([1.0, 2.0]), torch.tensor(3.0))
+    grading.check_close([torch.tensor([1.0, 2.0]), 3.0], expected, call="f(x)")
+    for returned, detail in [(torch.tensor([1.0, 2.0]), "several outputs"),
+                             ((torch.tensor([1.0, 2.0]),), "1 outputs"),
+                             ((torch.tensor([1.0, 2.0]), torch.tensor(3.5)), "[output 1]")]:
+        with pytest.raises(AssertionError) as failure:
+            grading.check_close(returned, expected, call="f(x)")
+        assert detail in str(failure.value)
+
+
 def test_check_close_treats_nan_as_equal_only_to_nan():
     grading.check_close(torch.tensor(float("nan")), float("nan"), call="f()")
     with pytest.raises(AssertionError):
