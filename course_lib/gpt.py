@@ -11,10 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-def causal_mask(length: int, device=None) -> torch.Tensor:
-    """(length, length) bool, True where query i may attend to key j, i.e. j <= i."""
-    return torch.ones(length, length, dtype=torch.bool, device=device).tril()
+from .language_model import causal_mask, sample_next_token
 
 
 @dataclass
@@ -98,13 +95,10 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor, new_tokens: int, temperature: float = 1.0, top_k=None,
                  generator=None) -> torch.Tensor:
-        """Append new_tokens sampled one at a time from softmax(logits / temperature), optionally top-k."""
+        """Append new_tokens, each drawn by ``sample_next_token`` (temperature 0: greedy)."""
         tokens = prompt
         for _ in range(new_tokens):
-            logits = self(tokens[:, -self.config.context:])[:, -1] / temperature
-            if top_k is not None:
-                kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, -math.inf)
-            nxt = torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=generator)
-            tokens = torch.cat([tokens, nxt], dim=1)
+            logits = self(tokens[:, -self.config.context:])[:, -1]
+            nxt = sample_next_token(logits, temperature, top_k, generator)
+            tokens = torch.cat([tokens, nxt[:, None]], dim=1)
         return tokens

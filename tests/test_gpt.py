@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.gpt import GPT, GPTConfig, causal_mask
+from course_lib.gpt import GPT, GPTConfig
+from course_lib.language_model import causal_mask
 from course_lib.markov import MarkovSource
 
 
@@ -13,10 +14,6 @@ def _model(mask_fn=causal_mask, **overrides):
     torch.manual_seed(0)
     config = GPTConfig(**{**dict(vocab_size=11, context=16, n_layer=2, n_head=2, d_model=32), **overrides})
     return GPT(config, mask_fn=mask_fn).double().eval()
-
-
-def test_causal_mask_lets_each_position_see_itself_and_the_past_only():
-    assert torch.equal(causal_mask(3), torch.tensor([[1, 0, 0], [1, 1, 0], [1, 1, 1]], dtype=torch.bool))
 
 
 def test_teacher_forcing_in_one_pass_equals_predicting_step_by_step():
