@@ -2,8 +2,16 @@
 
 One module per concept, each one hop from its notebook and its tests:
 
-- ``mle``            notebook 01: likelihoods and their negative logs (BCE, NLL, Gaussian NLL, MSE)
-- ``softmax``        notebook 02: softmax, log-sum-exp, log-softmax, stable and naive
-- ``cross_entropy``  notebook 02: cross-entropy from logits, its gradient, focal loss
-- ``grading``        the helpers every notebook test cell uses
+- ``mle``             notebook 01: likelihoods and their negative logs (BCE, NLL, Gaussian NLL, MSE)
+- ``softmax``         notebook 02: softmax, log-sum-exp, log-softmax, stable and naive
+- ``cross_entropy``   notebook 02: cross-entropy from logits, its gradient, focal loss
+- ``information``     notebook 03: entropy, cross-entropy and KL of distributions, perplexity, bits per character
+- ``regularization``  notebook 04: L2 and L1 (proximal), Adam + L2 vs AdamW, inverted dropout, label smoothing
+- ``calibration``     notebook 04: reliability bins and expected calibration error
+- ``normalization``   notebook 05: BatchNorm, LayerNorm (and its backward), RMSNorm, pre-/post-norm blocks
+- ``language_model``  notebook 06: shifted and padded LM loss, causal mask, sequence likelihood, sampling
+- ``markov``          notebook 06: a Markov source whose entropy rate is known exactly
+- ``gpt``             notebooks 06-09: a tiny causal transformer
+- ``corpus``          notebooks 06-09: the tiny-shakespeare loader (path, env var or a verified download)
+- ``grading``         the helpers every notebook test cell uses
 """

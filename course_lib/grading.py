@@ -194,6 +194,27 @@ def random_targets(logits, seed=0, ignore_index=None, ignore_fraction=0.0):
     return targets
 
 
+def random_distributions(shape, seed, zeros=0.0, scale=3.0, dim=-1, dtype=torch.float32):
+    """Distributions along ``dim`` (softmax of scaled normals), a fraction ``zeros`` of entries exactly 0.
+
+    The largest entry of each distribution is never zeroed, so every distribution stays valid.
+    """
+    g = torch.Generator().manual_seed(seed)
+    logits = scale * torch.randn(shape, generator=g, dtype=torch.float64)
+    if zeros:
+        drop = torch.rand(shape, generator=g, dtype=torch.float64) < zeros
+        logits = logits.masked_fill(drop & (logits < logits.amax(dim, keepdim=True)), -math.inf)
+    return torch.softmax(logits, dim).to(dtype)
+
+
+def dyadic_distributions(rows, seed, dtype, num_classes=6):
+    """(rows, num_classes) distributions with entries k/64: exact in float16 and bfloat16, summing to exactly 1."""
+    g = torch.Generator().manual_seed(seed)
+    draws = torch.randint(0, num_classes, (rows, 64), generator=g)
+    counts = torch.zeros(rows, num_classes).scatter_add_(1, draws, torch.ones(rows, 64))
+    return (counts / 64).to(dtype)
+
+
 # ---------------------------------------------------------------- gradients
 
 def check_gradient(grad_fn, loss_fn, cases, *, hint="", rtol=1e-5, atol=1e-7, forbidden=(), name=None):

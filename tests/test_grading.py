@@ -173,3 +173,18 @@ def test_reference_runs_in_float64_and_input_scale_sizes_the_rounding_allowance(
         grading.check_against_reference(float32_log_softmax, reference, [case], atol=1e-6)
     grading.check_against_reference(float32_log_softmax, reference, [case], atol=1e-6 * grading.input_scale(case))
     assert set(seen) == {torch.float64}
+
+
+def test_random_distributions_are_valid_with_the_asked_for_zeros():
+    p = grading.random_distributions((50, 8), seed=0, zeros=0.3, dim=-1)
+    assert torch.allclose(p.sum(-1), torch.ones(50)) and (p >= 0).all()
+    assert 0.15 < (p == 0).double().mean() < 0.35
+    assert torch.equal(p, grading.random_distributions((50, 8), seed=0, zeros=0.3))
+    q = grading.random_distributions((4, 6, 3), seed=1, dim=1, dtype=torch.float64)
+    assert q.dtype == torch.float64 and torch.allclose(q.sum(1), torch.ones(4, 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_dyadic_distributions_sum_to_exactly_one_in_half_precision(dtype):
+    p = grading.dyadic_distributions(5, seed=0, dtype=dtype)
+    assert p.dtype == dtype and (p.float().sum(-1) == 1).all() and ((p.float() * 64) % 1 == 0).all()

@@ -11,8 +11,9 @@ pytestmark = pytest.mark.slow
 STORED = sorted(SOLUTIONS.glob("*/*.ipynb")) + sorted(RELEASE.glob("*/*.ipynb"))
 
 
-def test_the_course_has_its_first_notebooks():
-    assert {"01_mle_and_nll", "02_softmax_and_cross_entropy"} <= set(assignments())
+def test_the_course_has_its_notebooks_so_far():
+    assert {"01_mle_and_nll", "02_softmax_and_cross_entropy", "03_information_theory", "04_regularization",
+            "05_normalization"} <= set(assignments())
 
 
 @pytest.mark.parametrize("assignment", assignments())
