@@ -12,6 +12,8 @@ One module per concept, each one hop from its notebook and its tests:
 - ``language_model``  notebook 06: shifted and padded LM loss, causal mask, sequence likelihood, sampling
 - ``markov``          notebook 06: a Markov source whose entropy rate is known exactly
 - ``gpt``             notebooks 06-09: a tiny causal transformer
+- ``distillation``    notebook 07: KD loss T²·KL (forward and reverse), its gradient, the KD + CE objective
+- ``contrastive``     notebooks 07-08: NT-Xent, InfoNCE, a stable log-sigmoid, Bradley–Terry
 - ``fused_linear_cross_entropy``  notebook 09: loss(h @ W.T, y) in token chunks, never building the logits
 - ``corpus``          notebooks 06-09: the tiny-shakespeare loader (path, env var or a verified download)
 - ``grading``         the helpers every notebook test cell uses
