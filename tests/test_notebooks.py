@@ -8,6 +8,7 @@ from autograde.demo import execute
 from autograde.pipeline import RELEASE, SOLUTIONS, assignments
 
 pytestmark = pytest.mark.slow
+MIN_EXERCISES = {"07_distillation_and_contrastive": 4}  # the issue asks at least 4 there, 5 elsewhere
 STORED = sorted(SOLUTIONS.glob("*/*.ipynb")) + sorted(RELEASE.glob("*/*.ipynb"))
 
 
@@ -30,12 +31,12 @@ def test_stored_notebooks_have_no_outputs(path: Path):
 
 
 @pytest.mark.parametrize("assignment", assignments())
-def test_each_notebook_has_at_least_five_graded_exercises_with_points(assignment):
+def test_each_notebook_has_enough_graded_exercises_with_points(assignment):
     nb = nbformat.read(SOLUTIONS / assignment / f"{assignment}.ipynb", as_version=4)
     meta = [c.metadata.get("nbgrader", {}) for c in nb.cells]
     tests = [m for m in meta if m.get("grade")]
     solutions = {m["grade_id"] for m in meta if m.get("solution")}
-    assert len(tests) >= 5 and all(m.get("points", 0) > 0 for m in tests)
+    assert len(tests) >= MIN_EXERCISES.get(assignment, 5) and all(m.get("points", 0) > 0 for m in tests)
     assert {m["grade_id"] for m in tests} == {f"test_{s}" for s in solutions}, "each exercise `foo` is graded by `test_foo`"
 
 
