@@ -5,6 +5,8 @@ Three jobs, each raising ``AssertionError`` with a message a student can act on:
 - ``check_close`` / ``check_against_reference``: compare what a student's function
   returned with what was expected, on worked examples, random and extreme inputs;
   the message says what was called, what came back, what was expected, and a hint.
+- ``check_frequencies``: counts of random draws against their probabilities,
+  within a few binomial standard deviations (sampling exercises).
 - ``check_gradient`` / ``check_gradcheck``: an analytic gradient against autograd,
   and an autograd-able function against finite differences.
 - ``from_scratch``: while a "from scratch" exercise runs, record every call to the
@@ -88,6 +90,24 @@ def check_close(actual, expected, *, call, hint="", rtol=1e-5, atol=1e-6):
         at = f" at index {where}" if where else ""
         detail = f"first mismatch{at}: got {a[where].item():.6g}, expected {e[where].item():.6g} (rtol={rtol}, atol={atol})"
         _fail(call, describe(actual), describe(expected), hint, detail)
+
+
+def check_frequencies(counts, probabilities, *, call, hint="", sigmas=5.0):
+    """Assert category counts from n independent draws match ``probabilities``.
+
+    Each count is Binomial(n, p_i): it must lie within ``sigmas`` standard deviations
+    sqrt(n p_i (1 - p_i)) of n p_i, so a category of probability 0 must never be drawn.
+    """
+    counts = torch.as_tensor(counts).double().cpu()
+    p = torch.as_tensor(probabilities).double().cpu()
+    n = counts.sum()
+    expected, bound = n * p, sigmas * (n * p * (1 - p)).sqrt()
+    outside = (counts - expected).abs() > bound + 1e-9
+    if bool(outside.any()):
+        i = int(torch.nonzero(outside)[0])
+        _fail(call, f"counts {counts.long().tolist()} in {int(n)} draws",
+              f"about {expected.round().long().tolist()}, each within +-{bound.round().long().tolist()} ({sigmas:g} sd)",
+              hint, f"first outlier: category {i} drawn {int(counts[i])} times, expected {expected[i].item():.1f}")
 
 
 def _check_outputs(actual, expected, *, call, hint, rtol, atol):

@@ -115,6 +115,17 @@ def test_check_close_treats_nan_as_equal_only_to_nan():
         grading.check_close(torch.tensor(0.0), float("nan"), call="f()")
 
 
+def test_check_frequencies_accepts_fair_draws_and_rejects_biased_or_impossible_ones():
+    p = torch.tensor([0.5, 0.3, 0.2, 0.0])
+    draws = torch.multinomial(p, 20000, replacement=True, generator=torch.Generator().manual_seed(0))
+    grading.check_frequencies(torch.bincount(draws, minlength=4), p, call="sample()")
+    for counts, outlier in [([10600, 5400, 4000, 0], "category 0"),   # 8.5 sd too many
+                            ([10000, 6000, 3999, 1], "category 3")]:  # a probability-0 token drawn once
+        with pytest.raises(AssertionError) as failure:
+            grading.check_frequencies(torch.tensor(counts), p, call="sample()", hint="divide by T")
+        assert outlier in str(failure.value) and "hint: divide by T" in str(failure.value)
+
+
 def test_check_example_enforces_from_scratch_rules():
     with pytest.raises(FromScratchViolation):
         grading.check_example(lambda x: torch.logsumexp(x, -1), (X[0],), ref.logsumexp(X[0]), forbidden=("logsumexp",))
