@@ -1,4 +1,6 @@
 """Input checks shared by the reference losses: clear errors, fp32-or-better arithmetic."""
+import math
+
 import torch
 
 REDUCTIONS = ("none", "mean", "sum")
@@ -11,6 +13,23 @@ def as_float(name: str, x, fn: str) -> torch.Tensor:
     if not x.is_floating_point():
         raise ValueError(f"{fn}: {name} must be a floating tensor, got dtype {x.dtype}")
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def number(fn: str, name: str, value, low=None, high=None, *, above=None, meaning: str = "") -> float:
+    """``value`` as a float, if it is a number (or a one-element tensor) in [low, high] and > ``above``."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ValueError(f"{fn}: {name} must be a number{meaning}, got {value!r}")
+    if above is not None and not value > above:
+        raise ValueError(f"{fn}: {name} must be > {above:g}{meaning}, got {value}")
+    if low is not None and high is not None and not low <= value <= high:
+        raise ValueError(f"{fn}: {name} must lie in [{low:g}, {high:g}]{meaning}, got {value}")
+    if low is not None and value < low:
+        raise ValueError(f"{fn}: {name} must be >= {low:g}{meaning}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{fn}: {name} must be <= {high:g}{meaning}, got {value}")
+    return float(value)
 
 
 def broadcasts_to(fn: str, **tensors: torch.Tensor) -> None:

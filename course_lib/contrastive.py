@@ -13,8 +13,8 @@ overflows: d = 1e3 gives exactly 0, d = -1e3 exactly 1e3.
 """
 import torch
 
-from ._inputs import as_float, reduce, same_shape
-from .softmax import _positive, logsumexp
+from ._inputs import as_float, number, reduce, same_shape
+from .softmax import logsumexp
 
 
 def _unit_rows(z):
@@ -33,7 +33,7 @@ def nt_xent(z1, z2, temperature=0.5):
         raise ValueError(f"{fn}: expected z1 and z2 of the same shape (N, D), got {tuple(a.shape)} and {tuple(b.shape)}")
     n = a.shape[0]
     z = _unit_rows(torch.cat([a, b]))
-    sim = (z @ z.T / _positive(temperature, fn)).fill_diagonal_(-torch.inf)
+    sim = (z @ z.T / number(fn, "temperature", temperature, above=0)).fill_diagonal_(-torch.inf)
     partner = torch.arange(2 * n).roll(n)  # i -> i + N for i < N, i -> i - N for i >= N
     return (logsumexp(sim) - sim[torch.arange(2 * n), partner]).mean()
 
@@ -50,7 +50,8 @@ def info_nce(query, positive_key, negative_keys, temperature=0.1):
         raise ValueError(f"{fn}: expected query (N, D), positive_key (N, D), negative_keys (M, D), got "
                          f"{tuple(q.shape)}, {tuple(p.shape)}, {tuple(neg.shape)}")
     q, p, neg = _unit_rows(q), _unit_rows(p), _unit_rows(neg)
-    logits = torch.cat([(q * p).sum(-1, keepdim=True), q @ neg.T], dim=1) / _positive(temperature, fn)
+    tau = number(fn, "temperature", temperature, above=0)
+    logits = torch.cat([(q * p).sum(-1, keepdim=True), q @ neg.T], dim=1) / tau
     return (logsumexp(logits) - logits[:, 0]).mean()
 
 

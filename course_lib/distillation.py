@@ -11,8 +11,8 @@ unscaled gradient shrinks like (s - t) / (C T^2) and the T^2 factor keeps it O(1
 """
 import torch
 
-from ._inputs import as_float, as_index
-from .softmax import _positive, log_softmax
+from ._inputs import as_float, as_index, number
+from .softmax import log_softmax
 
 KD_REDUCTIONS = ("batchmean", "sum", "none")
 
@@ -52,7 +52,7 @@ def kd_loss(student_logits, teacher_logits, temperature=1.0, reduction="batchmea
     """
     fn = "kd_loss"
     s, t = _logit_pair(student_logits, teacher_logits, fn)
-    T = _positive(temperature, fn)
+    T = number(fn, "temperature", temperature, above=0)
     per_row = T ** 2 * _kl_rows(log_softmax(t, temperature=T), log_softmax(s, temperature=T))
     return _reduce_rows(per_row, reduction, fn)
 
@@ -61,7 +61,7 @@ def reverse_kd_loss(student_logits, teacher_logits, temperature=1.0, reduction="
     """T^2 KL(softmax(s / T) || softmax(t / T)): the mode-seeking direction. Shapes as ``kd_loss``."""
     fn = "reverse_kd_loss"
     s, t = _logit_pair(student_logits, teacher_logits, fn)
-    T = _positive(temperature, fn)
+    T = number(fn, "temperature", temperature, above=0)
     per_row = T ** 2 * _kl_rows(log_softmax(s, temperature=T), log_softmax(t, temperature=T))
     return _reduce_rows(per_row, reduction, fn)
 
@@ -73,7 +73,7 @@ def kd_loss_grad(student_logits, teacher_logits, temperature=1.0, scaled=True):
     """
     fn = "kd_loss_grad"
     s, t = _logit_pair(student_logits, teacher_logits, fn)
-    T = _positive(temperature, fn)
+    T = number(fn, "temperature", temperature, above=0)
     diff = log_softmax(s, temperature=T).exp() - log_softmax(t, temperature=T).exp()
     return diff * (T if scaled else 1 / T) / max(diff[..., 0].numel(), 1)
 
@@ -88,7 +88,6 @@ def distillation_objective(student_logits, teacher_logits, targets, temperature=
     y = as_index("targets", targets, fn)
     if s.dim() != 2 or y.shape != s.shape[:1]:
         raise ValueError(f"{fn}: expected logits (N, C) and targets (N,), got {tuple(s.shape)} and {tuple(y.shape)}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"{fn}: alpha must be in [0, 1] (the weight of the hard-label loss), got {alpha}")
+    alpha = number(fn, "alpha", alpha, low=0.0, high=1.0, meaning=" (the weight of the hard-label loss)")
     ce = -log_softmax(s).gather(1, y[:, None]).mean()
     return alpha * ce + (1 - alpha) * kd_loss(s, t, temperature)

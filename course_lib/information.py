@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from ._inputs import as_float, check_dim
+from ._inputs import as_float, check_dim, number
 
 # How far from 1 a distribution's total may be, by the dtype it arrived in (rounding of each entry).
 SUM_TOLERANCE = {torch.float64: 1e-6, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 1e-2}
@@ -122,9 +122,5 @@ def bits_per_character(token_nll, num_characters, mask=None):
     """
     fn = "bits_per_character"
     nll = _kept_tokens(token_nll, mask, fn)
-    if isinstance(num_characters, torch.Tensor) and num_characters.numel() == 1:
-        num_characters = num_characters.item()
-    if isinstance(num_characters, bool) or not isinstance(num_characters, (int, float)) or not num_characters > 0:
-        raise ValueError(f"{fn}: num_characters must be a positive number (characters of the scored text), "
-                         f"got {num_characters!r}")
+    num_characters = number(fn, "num_characters", num_characters, above=0, meaning=" (characters of the scored text)")
     return nll.sum() / (math.log(2) * num_characters)

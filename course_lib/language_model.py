@@ -66,9 +66,9 @@ def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int
     temperature 0 means greedy (argmax). Ties at the k-th largest logit are all kept.
     """
     logits = _inputs.as_float("logits", logits, "sample_next_token")
-    if temperature < 0 or (top_k is not None and top_k < 1):
-        raise ValueError(f"sample_next_token: expected temperature >= 0 and top_k >= 1, "
-                         f"got temperature={temperature}, top_k={top_k}")
+    temperature = _inputs.number("sample_next_token", "temperature", temperature, low=0.0, meaning=" (0 = greedy)")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"sample_next_token: top_k must be an int >= 1 or None, got {top_k!r}")
     if temperature == 0:
         return logits.argmax(-1)
     if top_k is not None:

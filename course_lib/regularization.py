@@ -14,18 +14,8 @@ divided by sqrt(v) too; AdamW (torch.optim.AdamW) first multiplies w by (1 - lr 
 """
 import torch
 
-from ._inputs import as_float, same_shape
+from ._inputs import as_float, number, same_shape
 from .cross_entropy import cross_entropy
-
-
-def _number(fn, name, value, low=None, high=None):
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{fn}: {name} must be a number, got {type(value).__name__}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ValueError(f"{fn}: {name} must lie in [{low}, {high}], got {value}")
-    return float(value)
 
 
 def _nonnegative(fn, name, value, like):
@@ -40,19 +30,19 @@ def _nonnegative(fn, name, value, like):
         if bool((value < 0).any()):
             raise ValueError(f"{fn}: {name} must be >= 0 everywhere")
         return value
-    return _number(fn, name, value, low=0.0)
+    return number(fn, name, value, low=0.0)
 
 
 def l2_penalty(w, weight_decay):
     """lambda * sum_i w_i^2 for a weight tensor w of any shape. Returns a 0-d tensor."""
     w = as_float("w", w, "l2_penalty")
-    return _number("l2_penalty", "weight_decay", weight_decay, low=0.0) * (w * w).sum()
+    return number("l2_penalty", "weight_decay", weight_decay, low=0.0) * (w * w).sum()
 
 
 def l2_penalty_grad(w, weight_decay):
     """d/dw of lambda * sum w^2 = 2 lambda w. w: any shape; returns w's shape."""
     w = as_float("w", w, "l2_penalty_grad")
-    return 2 * _number("l2_penalty_grad", "weight_decay", weight_decay, low=0.0) * w
+    return 2 * number("l2_penalty_grad", "weight_decay", weight_decay, low=0.0) * w
 
 
 def l1_proximal_step(w, grad, lr, l1):
@@ -76,9 +66,9 @@ def _adam(param, grad, exp_avg, exp_avg_sq, step, lr, betas, eps, weight_decay, 
     same_shape(fn, param=p, grad=g, exp_avg=m, exp_avg_sq=v)
     if isinstance(step, bool) or not isinstance(step, int) or step < 1:
         raise ValueError(f"{fn}: step must be an int >= 1 (the number of this update, counting from 1), got {step!r}")
-    b1, b2 = (_number(fn, name, b, low=0.0, high=1.0) for name, b in zip(("betas[0]", "betas[1]"), betas))
-    lr, eps = _number(fn, "lr", lr, low=0.0), _number(fn, "eps", eps, low=0.0)
-    weight_decay = _number(fn, "weight_decay", weight_decay, low=0.0)
+    b1, b2 = (number(fn, name, b, low=0.0, high=1.0) for name, b in zip(("betas[0]", "betas[1]"), betas))
+    lr, eps = number(fn, "lr", lr, low=0.0), number(fn, "eps", eps, low=0.0)
+    weight_decay = number(fn, "weight_decay", weight_decay, low=0.0)
     if decoupled:
         p = p * (1 - lr * weight_decay)
     else:
@@ -117,7 +107,7 @@ def dropout_forward(x, p, training=True, generator=None):
     """
     fn = "dropout_forward"
     x = as_float("x", x, fn)
-    p = _number(fn, "p", p, low=0.0, high=1.0)
+    p = number(fn, "p", p, low=0.0, high=1.0)
     if not training or p == 0.0:
         return x.clone(), torch.ones_like(x, dtype=torch.bool)
     mask = torch.rand(x.shape, generator=generator, device=x.device) >= p
@@ -134,7 +124,7 @@ def dropout_backward(grad_out, mask, p):
     if not isinstance(mask, torch.Tensor):
         raise ValueError(f"{fn}: mask must be a torch.Tensor (the forward pass's mask), got {type(mask).__name__}")
     same_shape(fn, grad_out=grad_out, mask=mask)
-    p = _number(fn, "p", p, low=0.0, high=1.0)
+    p = number(fn, "p", p, low=0.0, high=1.0)
     if p == 1.0:
         return torch.zeros_like(grad_out)
     return grad_out * mask.to(grad_out.dtype) / (1 - p)
@@ -151,5 +141,5 @@ def label_smoothed_cross_entropy(logits, targets, epsilon):
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"{fn}: expected logits (N, C), got {shape}")
-    epsilon = _number(fn, "epsilon", epsilon, low=0.0, high=1.0)
+    epsilon = number(fn, "epsilon", epsilon, low=0.0, high=1.0)
     return cross_entropy(logits, targets, label_smoothing=epsilon)

@@ -8,7 +8,7 @@ result is the mathematically right -inf (softmax of such a row is undefined: NaN
 """
 import torch
 
-from ._inputs import as_float, check_dim
+from ._inputs import as_float, check_dim, number
 
 
 def _finite_row_max(x, dim):
@@ -29,7 +29,7 @@ def logsumexp(x, dim=-1):
 
 def log_softmax(logits, dim=-1, temperature=1.0):
     """log softmax(x / T)_k = x_k / T - logsumexp(x / T). logits: (..., C). Returns the same shape."""
-    x = as_float("logits", logits, "log_softmax") / _positive(temperature, "log_softmax")
+    x = as_float("logits", logits, "log_softmax") / number("log_softmax", "temperature", temperature, above=0)
     return x - logsumexp(x, dim).unsqueeze(dim)
 
 
@@ -39,7 +39,7 @@ def softmax(logits, dim=-1, temperature=1.0):
     T -> 0 approaches one-hot on the argmax, T -> inf the uniform distribution.
     logits: (..., C). Returns the same shape; each slice along ``dim`` sums to 1.
     """
-    x = as_float("logits", logits, "softmax") / _positive(temperature, "softmax")
+    x = as_float("logits", logits, "softmax") / number("softmax", "temperature", temperature, above=0)
     check_dim("logits", x, dim, "softmax")
     e = torch.exp(x - _finite_row_max(x, dim))
     return e / e.sum(dim=dim, keepdim=True)
@@ -61,7 +61,3 @@ def naive_log_softmax(logits, dim=-1):
     return torch.log(naive_softmax(logits, dim))
 
 
-def _positive(temperature, fn):
-    if not temperature > 0:
-        raise ValueError(f"{fn}: temperature must be > 0, got {temperature}")
-    return temperature

@@ -81,7 +81,9 @@ def test_causal_mask_is_lower_triangular_bool():
     (lambda: lm.lm_loss(torch.zeros(2, 3, 4), torch.zeros(2, 3)), "integer tensor"),
     (lambda: lm.lm_loss(torch.zeros(2, 3, 4), torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3)), "bool tensor"),
     (lambda: lm.perplexity_from_batch_losses(torch.ones(2), torch.zeros(2)), "positive total"),
-    (lambda: lm.sample_next_token(torch.zeros(1, 3), temperature=-1.0), "temperature >= 0"),
+    (lambda: lm.sample_next_token(torch.zeros(1, 3), temperature=-1.0), r"temperature must be >= 0 \(0 = greedy\)"),
+    (lambda: lm.sample_next_token(torch.zeros(1, 3), top_k=0), "top_k must be an int >= 1 or None, got 0"),
+    (lambda: lm.sample_next_token(torch.zeros(1, 3), top_k=2.5), "top_k must be an int >= 1 or None"),
 ])
 def test_bad_inputs_are_explained(call, message):
     with pytest.raises(ValueError, match=message):

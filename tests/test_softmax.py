@@ -73,9 +73,12 @@ def test_gradients_through_the_stable_versions():
     assert torch.autograd.gradcheck(lambda t: softmax.log_softmax(t, temperature=0.7), (CASES[0][1].clone().requires_grad_(),))
 
 
-def test_nonpositive_temperature_is_rejected():
-    with pytest.raises(ValueError, match="temperature must be > 0"):
-        softmax.softmax(torch.zeros(3), temperature=0)
+@pytest.mark.parametrize("temperature, message", [(0, "must be > 0, got 0"), (-1.5, "must be > 0, got -1.5"),
+                                                  (float("nan"), "must be a number, got nan"),
+                                                  (True, "must be a number, got True"), ("2", "must be a number")])
+def test_a_temperature_that_is_not_a_positive_number_is_rejected(temperature, message):
+    with pytest.raises(ValueError, match=f"softmax: temperature {message}"):
+        softmax.softmax(torch.zeros(3), temperature=temperature)
 
 
 @pytest.mark.parametrize("call", [
