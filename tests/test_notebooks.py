@@ -14,7 +14,8 @@ STORED = sorted(SOLUTIONS.glob("*/*.ipynb")) + sorted(RELEASE.glob("*/*.ipynb"))
 
 def test_the_course_has_its_notebooks_so_far():
     assert {"01_mle_and_nll", "02_softmax_and_cross_entropy", "03_information_theory", "04_regularization",
-            "05_normalization", "06_language_modeling_loss", "07_distillation_and_contrastive"} <= set(assignments())
+            "05_normalization", "06_language_modeling_loss", "07_distillation_and_contrastive",
+            "08_reward_models_rlhf_dpo"} <= set(assignments())
 
 
 @pytest.mark.parametrize("assignment", assignments())

@@ -1,0 +1,459 @@
+"""Notebook 08's graded tests must reject plausible wrong answers and accept right ones."""
+import math
+
+import torch
+import torch.nn.functional as F
+
+from mutants import Exercise, mutant_tests
+
+ASSIGNMENT = "08_reward_models_rlhf_dpo"
+
+
+# ------------------------------------------------------------------ shared pieces (elementary torch only)
+
+def _up(x):
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def _nls(t):
+    """-log sigmoid(t), stable."""
+    return torch.clamp(-t, min=0) + torch.log1p(torch.exp(-t.abs()))
+
+
+def _reduce(loss, reduction):
+    if reduction == "none":
+        return loss
+    return loss.sum() if reduction == "sum" else loss.mean()
+
+
+# ------------------------------------------------------------------ bradley_terry_loss
+
+def bt_sign_flipped(r_chosen, r_rejected, reduction="mean"):
+    return _reduce(_nls(_up(r_rejected) - _up(r_chosen)), reduction)
+
+
+def bt_log_of_sigmoid(r_chosen, r_rejected, reduction="mean"):
+    return _reduce(-torch.log(torch.sigmoid(_up(r_chosen) - _up(r_rejected))), reduction)
+
+
+def bt_log1p_exp_overflows(r_chosen, r_rejected, reduction="mean"):
+    return _reduce(torch.log1p(torch.exp(_up(r_rejected) - _up(r_chosen))), reduction)
+
+
+def bt_calls_logsigmoid(r_chosen, r_rejected, reduction="mean"):
+    return _reduce(-F.logsigmoid(_up(r_chosen) - _up(r_rejected)), reduction)
+
+
+def bt_always_mean(r_chosen, r_rejected, reduction="mean"):
+    return _nls(_up(r_chosen) - _up(r_rejected)).mean()
+
+
+def bt_in_half_precision(r_chosen, r_rejected, reduction="mean"):
+    return _reduce(_nls(r_chosen - r_rejected), reduction)
+
+
+def bt_via_where(r_chosen, r_rejected, reduction="mean"):
+    d = _up(r_chosen) - _up(r_rejected)
+    loss = torch.where(d > 0, torch.log1p(torch.exp(-d.clamp_min(0))), -d + torch.log1p(torch.exp(d.clamp_max(0))))
+    return _reduce(loss, reduction)
+
+
+def bt_log_instead_of_log1p(r_chosen, r_rejected, reduction="mean"):
+    d = _up(r_chosen) - _up(r_rejected)
+    return _reduce((-d).clamp_min(0) + torch.log(1 + torch.exp(-d.abs())), reduction)
+
+
+# ------------------------------------------------------------------ optimal_policy
+
+def _log_ref(ref):
+    return torch.where(ref > 0, torch.log(torch.where(ref > 0, ref, 1.0)), torch.full_like(ref, -math.inf))
+
+
+def op_naive_exp(ref_probs, rewards, beta):
+    w = _up(ref_probs) * torch.exp(_up(rewards) / beta)
+    return w / w.sum(-1, keepdim=True)
+
+
+def op_r_times_beta(ref_probs, rewards, beta):
+    return torch.softmax(_log_ref(_up(ref_probs)) + _up(rewards) * beta, -1)
+
+
+def op_not_normalised(ref_probs, rewards, beta):
+    z = _log_ref(_up(ref_probs)) + _up(rewards) / beta
+    return torch.exp(z - z.amax(-1, keepdim=True))
+
+
+def op_ignores_reference(ref_probs, rewards, beta):
+    return torch.softmax(_up(rewards) / beta, -1)
+
+
+def op_normalised_over_prompts(ref_probs, rewards, beta):
+    return torch.softmax(_log_ref(_up(ref_probs)) + _up(rewards) / beta, 0)
+
+
+def op_reference_times_softmax(ref_probs, rewards, beta):
+    return _up(ref_probs) * torch.softmax(_up(rewards) / beta, -1)
+
+
+def op_log_zero_clamped(ref_probs, rewards, beta):
+    return torch.softmax(torch.log(_up(ref_probs).clamp_min(1e-30)) + _up(rewards) / beta, -1)
+
+
+def op_log_softmax_exp(ref_probs, rewards, beta):
+    z = _log_ref(_up(ref_probs)) + _up(rewards) / beta
+    return torch.exp(torch.log_softmax(z, dim=-1))
+
+
+def op_max_subtracted_by_hand(ref_probs, rewards, beta):
+    ref, r = _up(ref_probs), _up(rewards)
+    z = torch.where(ref > 0, r / beta, torch.full_like(r, -math.inf))
+    w = ref * torch.exp(z - z.amax(-1, keepdim=True))
+    return w / w.sum(-1, keepdim=True)
+
+
+# ------------------------------------------------------------------ sequence_logprobs
+
+def _token_logps(logits, tokens):
+    return _up(logits)[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
+
+
+def sl_prompt_counted(logits, tokens, response_mask):
+    T = tokens.shape[1]
+    last = torch.where(response_mask, torch.arange(T), -1).amax(-1)       # the last response position
+    keep = torch.arange(T) <= last[:, None]
+    return (_token_logps(logits, tokens) * keep[:, 1:]).sum(-1)
+
+
+def sl_padding_counted(logits, tokens, response_mask):
+    T = tokens.shape[1]
+    first = torch.where(response_mask, torch.arange(T), T).amin(-1)
+    keep = torch.arange(T) >= first[:, None]
+    return (_token_logps(logits, tokens) * keep[:, 1:]).sum(-1)
+
+
+def sl_mask_off_by_one(logits, tokens, response_mask):
+    return (_token_logps(logits, tokens) * response_mask[:, :-1]).sum(-1)
+
+
+def sl_no_shift(logits, tokens, response_mask):
+    log_p = _up(logits).log_softmax(-1).gather(-1, tokens[..., None]).squeeze(-1)
+    return (log_p * response_mask).sum(-1)
+
+
+def sl_averaged(logits, tokens, response_mask):
+    m = response_mask[:, 1:]
+    return (_token_logps(logits, tokens) * m).sum(-1) / m.sum(-1).clamp_min(1)
+
+
+def sl_log_of_softmax(logits, tokens, response_mask):
+    p = torch.softmax(_up(logits)[:, :-1], -1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    return torch.where(response_mask[:, 1:], torch.log(p), torch.zeros_like(p)).sum(-1)
+
+
+def sl_calls_cross_entropy(logits, tokens, response_mask):
+    nll = F.cross_entropy(_up(logits)[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
+    return -(nll * response_mask[:, 1:]).sum(-1)
+
+
+def sl_detached(logits, tokens, response_mask):
+    return (_token_logps(logits.detach(), tokens) * response_mask[:, 1:]).sum(-1)
+
+
+def sl_logsumexp_by_hand(logits, tokens, response_mask):
+    z = _up(logits)[:, :-1]
+    picked = z.gather(-1, tokens[:, 1:, None]).squeeze(-1) - torch.logsumexp(z, -1)
+    return picked.masked_fill(~response_mask[:, 1:], 0.0).sum(-1)
+
+
+def sl_loop_over_positions(logits, tokens, response_mask):
+    z = _up(logits)
+    total = torch.zeros(z.shape[0], dtype=z.dtype)
+    for t in range(z.shape[1] - 1):
+        lp = z[:, t].log_softmax(-1).gather(-1, tokens[:, t + 1, None]).squeeze(-1)
+        total = total + torch.where(response_mask[:, t + 1], lp, torch.zeros_like(lp))
+    return total
+
+
+# ------------------------------------------------------------------ dpo_loss
+
+def _dpo(pc, pr, rc, rr, beta, eps=0.0, reference_free=False, h_fn=None, detach=True, reward_beta=True):
+    pc, pr, rc, rr = map(_up, (pc, pr, rc, rr))
+    if reference_free:
+        rc, rr = torch.zeros_like(rc), torch.zeros_like(rr)
+    h = (pc - pr) - (rc - rr) if h_fn is None else h_fn(pc, pr, rc, rr)
+    losses = (1 - eps) * _nls(beta * h) + eps * _nls(-beta * h)
+    b = beta if reward_beta else 1.0
+    chosen, rejected = b * (pc - rc), b * (pr - rr)
+    return losses, (chosen.detach() if detach else chosen), (rejected.detach() if detach else rejected)
+
+
+def dpo_sign_flipped(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_free=False):
+    return _dpo(pc, pr, rc, rr, beta, label_smoothing, reference_free, h_fn=lambda a, b, c, d: (b - a) - (d - c))
+
+
+def dpo_reference_dropped(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_free=False):
+    return _dpo(pc, pr, rc, rr, beta, label_smoothing, reference_free, h_fn=lambda a, b, c, d: a - b)
+
+
+def dpo_reference_added(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_free=False):
+    return _dpo(pc, pr, rc, rr, beta, label_smoothing, reference_free, h_fn=lambda a, b, c, d: (a - b) + (c - d))
+
+
+def dpo_beta_twice(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_free=False):
+    return _dpo(pc, pr, rc, rr, beta, label_smoothing, reference_free, h_fn=lambda a, b, c, d: beta * ((a - b) - (c - d)))
+
+
+def dpo_rewards_not_detached(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_free=False):
+    return _dpo(pc, pr, rc, rr, beta, label_smoothing, reference_free, detach=False)
+
+
+def dpo_rewards_without_beta(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_free=False):
+    return _dpo(pc, pr, rc, rr, beta, label_smoothing, reference_free, reward_beta=False)
+
+
+def dpo_smoothing_on_the_wrong_term(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_free=False):
+    return _dpo(pc, pr, rc, rr, beta, 1 - label_smoothing if label_smoothing else 0.0, reference_free)
+
+
+def dpo_ignores_reference_free(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_free=False):
+    return _dpo(pc, pr, rc, rr, beta, label_smoothing, False)
+
+
+def dpo_log_of_sigmoid(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_free=False):
+    pc, pr, rc, rr = map(_up, (pc, pr, rc, rr))
+    if reference_free:
+        rc, rr = torch.zeros_like(rc), torch.zeros_like(rr)
+    t = beta * ((pc - pr) - (rc - rr))
+    losses = -(1 - label_smoothing) * torch.log(torch.sigmoid(t)) - label_smoothing * torch.log(torch.sigmoid(-t))
+    return losses, (beta * (pc - rc)).detach(), (beta * (pr - rr)).detach()
+
+
+def dpo_mean_loss(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_free=False):
+    losses, c, r = _dpo(pc, pr, rc, rr, beta, label_smoothing, reference_free)
+    return losses.mean(), c, r
+
+
+def dpo_calls_logsigmoid(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_free=False):
+    pc, pr, rc, rr = map(_up, (pc, pr, rc, rr))
+    if reference_free:
+        rc, rr = torch.zeros_like(rc), torch.zeros_like(rr)
+    t = beta * ((pc - pr) - (rc - rr))
+    losses = -(1 - label_smoothing) * F.logsigmoid(t) - label_smoothing * F.logsigmoid(-t)
+    return losses, (beta * (pc - rc)).detach(), (beta * (pr - rr)).detach()
+
+
+def dpo_via_rewards(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_free=False):
+    pc, pr, rc, rr = map(_up, (pc, pr, rc, rr))
+    zero = torch.zeros_like(rc)
+    chosen = beta * (pc - (zero if reference_free else rc))
+    rejected = beta * (pr - (zero if reference_free else rr))
+    margin = chosen - rejected
+    losses = (1 - label_smoothing) * _nls(margin) + label_smoothing * _nls(-margin)
+    return losses, chosen.detach(), rejected.detach()
+
+
+def dpo_in_float64(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_free=False):
+    dtype = _up(pc).dtype
+    out = _dpo(pc.double(), pr.double(), rc.double(), rr.double(), beta, label_smoothing, reference_free)
+    return tuple(x.to(dtype) for x in out)
+
+
+# ------------------------------------------------------------------ ipo_loss
+
+def _h(pc, pr, rc, rr):
+    pc, pr, rc, rr = map(_up, (pc, pr, rc, rr))
+    return (pc - pr) - (rc - rr)
+
+
+def ipo_target_one_over_beta(pc, pr, rc, rr, beta):
+    return (_h(pc, pr, rc, rr) - 1 / beta) ** 2
+
+
+def ipo_target_beta_over_two(pc, pr, rc, rr, beta):
+    return (_h(pc, pr, rc, rr) - beta / 2) ** 2
+
+
+def ipo_beta_times_h(pc, pr, rc, rr, beta):
+    return (beta * _h(pc, pr, rc, rr) - 0.5) ** 2
+
+
+def ipo_absolute_not_squared(pc, pr, rc, rr, beta):
+    return (_h(pc, pr, rc, rr) - 1 / (2 * beta)).abs()
+
+
+def ipo_target_added(pc, pr, rc, rr, beta):
+    return (_h(pc, pr, rc, rr) + 1 / (2 * beta)) ** 2
+
+
+def ipo_mean(pc, pr, rc, rr, beta):
+    return ((_h(pc, pr, rc, rr) - 1 / (2 * beta)) ** 2).mean()
+
+
+def ipo_reference_dropped(pc, pr, rc, rr, beta):
+    return ((_up(pc) - _up(pr)) - 1 / (2 * beta)) ** 2
+
+
+def ipo_expanded_square(pc, pr, rc, rr, beta):
+    h, target = _h(pc, pr, rc, rr), 0.5 / beta
+    return h * h - 2 * target * h + target * target
+
+
+def ipo_via_log_ratios(pc, pr, rc, rr, beta):
+    chosen, rejected = _up(pc) - _up(rc), _up(pr) - _up(rr)
+    return torch.square(chosen - rejected - 1.0 / (2.0 * beta))
+
+
+# ------------------------------------------------------------------ dpo_step
+
+def _seq_logps(model, batch, key):
+    tokens = batch[key]
+    log_p = model(tokens)[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    return (log_p * batch[key + "_mask"][:, 1:]).sum(-1)
+
+
+def _h_loss(pc, pr, rc, rr, beta):
+    return _nls(beta * ((pc - pr) - (rc - rr)))
+
+
+def _step(loss, optimizer, zero=True):
+    if zero:
+        optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+def step_no_zero_grad(policy, reference, batch, optimizer, beta):
+    with torch.no_grad():
+        rc, rr = _seq_logps(reference, batch, "chosen"), _seq_logps(reference, batch, "rejected")
+    loss = _h_loss(_seq_logps(policy, batch, "chosen"), _seq_logps(policy, batch, "rejected"), rc, rr, beta).mean()
+    _step(loss, optimizer, zero=False)
+    return loss.item()
+
+
+def step_reference_with_gradients(policy, reference, batch, optimizer, beta):
+    rc, rr = _seq_logps(reference, batch, "chosen"), _seq_logps(reference, batch, "rejected")
+    loss = _h_loss(_seq_logps(policy, batch, "chosen"), _seq_logps(policy, batch, "rejected"), rc, rr, beta).mean()
+    _step(loss, optimizer)
+    return loss.item()
+
+
+def step_reference_dropped(policy, reference, batch, optimizer, beta):
+    zero = torch.zeros(batch["chosen"].shape[0])
+    loss = _h_loss(_seq_logps(policy, batch, "chosen"), _seq_logps(policy, batch, "rejected"), zero, zero, beta).mean()
+    _step(loss, optimizer)
+    return loss.item()
+
+
+def step_policy_as_reference(policy, reference, batch, optimizer, beta):
+    pc, pr = _seq_logps(policy, batch, "chosen"), _seq_logps(policy, batch, "rejected")
+    loss = _h_loss(pc, pr, pc.detach(), pr.detach(), beta).mean()
+    _step(loss, optimizer)
+    return loss.item()
+
+
+def step_sum_not_mean(policy, reference, batch, optimizer, beta):
+    with torch.no_grad():
+        rc, rr = _seq_logps(reference, batch, "chosen"), _seq_logps(reference, batch, "rejected")
+    loss = _h_loss(_seq_logps(policy, batch, "chosen"), _seq_logps(policy, batch, "rejected"), rc, rr, beta).sum()
+    _step(loss, optimizer)
+    return loss.item() / batch["chosen"].shape[0]
+
+
+def step_chosen_mask_for_both(policy, reference, batch, optimizer, beta):
+    same = dict(batch, rejected_mask=batch["chosen_mask"])
+    with torch.no_grad():
+        rc, rr = _seq_logps(reference, same, "chosen"), _seq_logps(reference, same, "rejected")
+    loss = _h_loss(_seq_logps(policy, same, "chosen"), _seq_logps(policy, same, "rejected"), rc, rr, beta).mean()
+    _step(loss, optimizer)
+    return loss.item()
+
+
+def step_no_optimizer_step(policy, reference, batch, optimizer, beta):
+    with torch.no_grad():
+        rc, rr = _seq_logps(reference, batch, "chosen"), _seq_logps(reference, batch, "rejected")
+    loss = _h_loss(_seq_logps(policy, batch, "chosen"), _seq_logps(policy, batch, "rejected"), rc, rr, beta).mean()
+    optimizer.zero_grad()
+    loss.backward()
+    return loss.item()
+
+
+def step_returns_loss_after_the_step(policy, reference, batch, optimizer, beta):
+    with torch.no_grad():
+        rc, rr = _seq_logps(reference, batch, "chosen"), _seq_logps(reference, batch, "rejected")
+    loss = _h_loss(_seq_logps(policy, batch, "chosen"), _seq_logps(policy, batch, "rejected"), rc, rr, beta).mean()
+    _step(loss, optimizer)
+    with torch.no_grad():
+        after = _h_loss(_seq_logps(policy, batch, "chosen"), _seq_logps(policy, batch, "rejected"), rc, rr, beta).mean()
+    return after.item()
+
+
+def step_concatenated_forward(policy, reference, batch, optimizer, beta):
+    tokens = torch.cat([batch["chosen"], batch["rejected"]])
+    both = {"all": tokens, "all_mask": torch.cat([batch["chosen_mask"], batch["rejected_mask"]])}
+    pc, pr = _seq_logps(policy, both, "all").chunk(2)
+    with torch.no_grad():
+        rc, rr = _seq_logps(reference, both, "all").chunk(2)
+    loss = _h_loss(pc, pr, rc, rr, beta).mean()
+    optimizer.zero_grad(set_to_none=False)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def step_detached_reference(policy, reference, batch, optimizer, beta):
+    rc, rr = _seq_logps(reference, batch, "chosen").detach(), _seq_logps(reference, batch, "rejected").detach()
+    loss = _h_loss(_seq_logps(policy, batch, "chosen"), _seq_logps(policy, batch, "rejected"), rc, rr, beta).mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+EXERCISES = {
+    "test_bradley_terry_loss": Exercise(
+        "bradley_terry_loss",
+        wrong={"sign flipped": bt_sign_flipped, "log of sigmoid": bt_log_of_sigmoid,
+               "log1p(exp(-d)) overflows": bt_log1p_exp_overflows, "calls F.logsigmoid": bt_calls_logsigmoid,
+               "always the mean": bt_always_mean, "half precision arithmetic": bt_in_half_precision},
+        right={"two branches with where": bt_via_where, "log(1 + x) for log1p": bt_log_instead_of_log1p}),
+    "test_optimal_policy": Exercise(
+        "optimal_policy",
+        wrong={"naive exp overflows": op_naive_exp, "r times beta": op_r_times_beta,
+               "not normalised": op_not_normalised, "reference ignored": op_ignores_reference,
+               "normalised over prompts": op_normalised_over_prompts,
+               "reference times softmax(r / beta)": op_reference_times_softmax,
+               "log(0) clamped to log(1e-30)": op_log_zero_clamped},
+        right={"exp of log_softmax": op_log_softmax_exp, "max subtracted by hand": op_max_subtracted_by_hand}),
+    "test_sequence_logprobs": Exercise(
+        "sequence_logprobs",
+        wrong={"prompt tokens counted": sl_prompt_counted, "padding counted": sl_padding_counted,
+               "mask off by one": sl_mask_off_by_one, "no shift": sl_no_shift, "averaged not summed": sl_averaged,
+               "log of softmax": sl_log_of_softmax, "calls F.cross_entropy": sl_calls_cross_entropy,
+               "detached": sl_detached},
+        right={"logsumexp by hand": sl_logsumexp_by_hand, "loop over positions": sl_loop_over_positions}),
+    "test_dpo_loss": Exercise(
+        "dpo_loss",
+        wrong={"sign flipped": dpo_sign_flipped, "reference dropped": dpo_reference_dropped,
+               "reference added": dpo_reference_added, "beta applied twice": dpo_beta_twice,
+               "rewards not detached": dpo_rewards_not_detached, "rewards without beta": dpo_rewards_without_beta,
+               "smoothing on the wrong term": dpo_smoothing_on_the_wrong_term,
+               "reference_free ignored": dpo_ignores_reference_free, "log of sigmoid": dpo_log_of_sigmoid,
+               "mean loss": dpo_mean_loss, "calls F.logsigmoid": dpo_calls_logsigmoid},
+        right={"through the implicit rewards": dpo_via_rewards, "in float64": dpo_in_float64}),
+    "test_ipo_loss": Exercise(
+        "ipo_loss",
+        wrong={"target 1 / beta": ipo_target_one_over_beta, "target beta / 2": ipo_target_beta_over_two,
+               "beta times h": ipo_beta_times_h, "absolute value": ipo_absolute_not_squared,
+               "target added": ipo_target_added, "mean over pairs": ipo_mean,
+               "reference dropped": ipo_reference_dropped},
+        right={"expanded square": ipo_expanded_square, "through log-ratios": ipo_via_log_ratios}),
+    "test_dpo_step": Exercise(
+        "dpo_step",
+        wrong={"zero_grad missing": step_no_zero_grad, "reference with gradients": step_reference_with_gradients,
+               "reference dropped": step_reference_dropped, "policy as its own reference": step_policy_as_reference,
+               "sum not mean": step_sum_not_mean, "chosen mask for both": step_chosen_mask_for_both,
+               "no optimizer step": step_no_optimizer_step, "loss after the step": step_returns_loss_after_the_step},
+        right={"one concatenated forward": step_concatenated_forward, "detached reference": step_detached_reference}),
+}
+
+mutant_tests(globals())
