@@ -11,43 +11,71 @@ for each chunk c, with z = h_c W^T in fp32 (fp64 for fp64 inputs),
 and drop z. The loss is a scalar, so its upstream gradient is one number: the gradients are made in
 the forward pass and only multiplied by it in the backward one, three matmuls in all (the minimum).
 Peak extra memory: one chunk of logits plus the gradients of h and W, which training needs anyway.
+On a GPU the chunk goes through the Triton kernel of ``triton_cross_entropy`` instead: z stays in the
+inputs' dtype (bf16) and the kernel overwrites it with dz in place, reading it twice and writing it once.
 """
 import torch
 
 from . import _inputs
 
 
-def _chunk_rows(n_tokens, vocab_size, hidden_size):
-    """Rows per chunk so that a chunk of logits is about as big as the hidden states (Liger's rule of thumb)."""
+def _chunk_rows(n_tokens, vocab_size, hidden_size, min_elements=1 << 22):
+    """Rows per chunk, a power of two: a chunk of logits about as big as the hidden states (Liger's rule of
+    thumb), or, if more, about ``min_elements`` logits (16 MiB of fp32; thin chunks make slow matmuls on a
+    CPU) but at most 1/16 of the tokens."""
     chunks = max(1, -(-vocab_size // hidden_size))
-    return max(1, 1 << (max(1, -(-n_tokens // chunks)) - 1).bit_length())
+    liger = 1 << (max(1, -(-n_tokens // chunks)) - 1).bit_length()
+    floor = 1 << (max(1, min(min_elements // vocab_size, n_tokens // 16)).bit_length() - 1)
+    return max(liger, floor)
+
+
+def _torch_chunk(h, weight, y, keep, dloss, ignore_index, label_smoothing):
+    """(dz, summed loss) of one chunk in plain PyTorch: logits in fp32 (fp64 for fp64), then dz in place."""
+    V = weight.shape[0]
+    z = (h @ weight.T).to(torch.promote_types(h.dtype, torch.float32))
+    lse = torch.logsumexp(z, dim=-1)
+    y_safe = y.masked_fill(~keep, 0)
+    loss = lse - (1 - label_smoothing) * z.gather(1, y_safe[:, None]).squeeze(1)
+    if label_smoothing:
+        loss -= label_smoothing * z.mean(-1)
+    dz = z.sub_(lse[:, None]).exp_()  # softmax, overwriting the logits: one chunk-sized buffer in all
+    if label_smoothing:
+        dz.sub_(label_smoothing / V)
+    dz[torch.arange(len(y), device=y.device), y_safe] -= 1 - label_smoothing
+    dz.mul_((keep * dloss)[:, None])  # an ignored token sends no gradient
+    return dz.to(h.dtype), torch.where(keep, loss, 0).sum()
+
+
+def _triton_chunk(h, weight, y, keep, dloss, ignore_index, label_smoothing):
+    """(dz, summed loss) of one chunk: logits in the inputs' dtype, overwritten by dz in one Triton launch."""
+    from .triton_cross_entropy import cross_entropy_forward
+
+    z = h @ weight.T
+    loss, _ = cross_entropy_forward(z, y, ignore_index, label_smoothing, dloss=dloss, grad=z)
+    return z, loss.sum()
 
 
 class _FusedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, ignore_index, reduction, label_smoothing, chunk_rows):
-        V = weight.shape[0]
+    def forward(ctx, hidden, weight, targets, ignore_index, reduction, label_smoothing, chunk_rows, backend):
         kept = targets != ignore_index
         count = kept.sum()
-        scale = 1.0 / count.clamp_min(1).item() if reduction == "mean" else 1.0
-        grad_hidden = torch.empty_like(hidden)
         acc = torch.promote_types(hidden.dtype, torch.float32)  # fp32, or fp64 for fp64 inputs
+        one = torch.ones((), dtype=acc, device=hidden.device)
+        dloss = one / count.clamp_min(1) if reduction == "mean" else one  # d loss / d (a token's loss)
+        grad_hidden = torch.empty_like(hidden)
         grad_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device)
         total = torch.zeros((), dtype=acc, device=hidden.device)
+        chunk = _triton_chunk if backend == "triton" else _torch_chunk
         for start in range(0, hidden.shape[0], chunk_rows):
             h, y, keep = (t[start:start + chunk_rows] for t in (hidden, targets, kept))
-            z = (h @ weight.T).to(acc)
-            lse = torch.logsumexp(z, dim=-1)
-            y_safe = y.masked_fill(~keep, 0)
-            nll = lse - z.gather(1, y_safe[:, None]).squeeze(1)
-            smooth = lse - z.mean(-1)
-            total += torch.where(keep, (1 - label_smoothing) * nll + label_smoothing * smooth, 0).sum()
-            dz = torch.softmax(z, dim=-1) - label_smoothing / V
-            dz[torch.arange(len(y)), y_safe] -= 1 - label_smoothing
-            dz *= keep[:, None] * scale  # an ignored token sends no gradient
-            dz = dz.to(hidden.dtype)
-            grad_hidden[start:start + chunk_rows] = dz @ weight
-            grad_weight += (dz.T @ h).to(acc)
+            dz, loss = chunk(h, weight, y, keep, dloss, ignore_index, label_smoothing)
+            total += loss
+            torch.mm(dz, weight, out=grad_hidden[start:start + chunk_rows])
+            if dz.dtype == acc:
+                grad_weight.addmm_(dz.T, h)
+            else:  # bf16/fp16 matmul, accumulated in fp32
+                grad_weight += dz.T @ h
         ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
         if reduction == "mean":  # every target ignored: 0 / 0 = NaN, as F.cross_entropy returns
             return total / count
@@ -57,22 +85,35 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         grad_hidden, grad_weight = ctx.saved_tensors
         return grad_hidden * grad_loss.to(grad_hidden.dtype), grad_weight * grad_loss.to(grad_weight.dtype), \
-            None, None, None, None, None
+            None, None, None, None, None, None
+
+
+def _triton_usable(device):
+    if device.type != "cuda":
+        return False
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def fused_linear_cross_entropy(hidden, weight, targets, ignore_index=-100, reduction="mean", label_smoothing=0.0,
-                               chunk_rows=None):
+                               chunk_rows=None, backend=None):
     """F.cross_entropy(hidden @ weight.T, targets, ...) without materialising the (N, V) logits.
 
     hidden (N, D), weight (V, D), targets (N,) int; reduction "mean" (over kept tokens; NaN when every
     target is ignored, like F.cross_entropy) or "sum". Logits and the loss are computed in fp32 for any
     input dtype; the gradients come back in the inputs' dtypes. chunk_rows: tokens per chunk (default:
-    a chunk of logits about the size of hidden).
+    a chunk of logits about the size of hidden, and at least 4M of them). backend: "torch" (runs anywhere),
+    "triton" (the kernel of course_lib.triton_cross_entropy makes the loss and dz in place in a chunk of logits
+    kept in the inputs' dtype; GPU, or CPU under TRITON_INTERPRET=1), or None: "triton" for CUDA tensors when
+    Triton is installed, else "torch".
     """
     fn = "fused_linear_cross_entropy"
     for name, x in (("hidden", hidden), ("weight", weight)):
         _inputs.as_float(name, x, fn)  # validates only: the matmuls stay in the inputs' dtype (bf16 on a GPU)
-    targets = _inputs.as_index("targets", targets, fn)
+    targets = _inputs.as_index("targets", targets, fn).contiguous()
     if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1] or targets.shape != hidden.shape[:1]:
         raise ValueError(f"{fn}: expected hidden (N, D), weight (V, D) and targets (N,), got {tuple(hidden.shape)}, "
                          f"{tuple(weight.shape)} and {tuple(targets.shape)}")
@@ -86,5 +127,14 @@ def fused_linear_cross_entropy(hidden, weight, targets, ignore_index=-100, reduc
         raise ValueError(f"{fn}: targets must be in [0, {weight.shape[0]}) or equal ignore_index={ignore_index}")
     if hidden.dtype != weight.dtype:
         raise ValueError(f"{fn}: hidden and weight must share a dtype, got {hidden.dtype} and {weight.dtype}")
+    if backend not in (None, "torch", "triton"):
+        raise ValueError(f"{fn}: backend must be None, 'torch' or 'triton', got {backend!r}")
+    backend = backend or ("triton" if _triton_usable(hidden.device) else "torch")
+    if backend == "triton" and not hidden.is_cuda:
+        from .triton_cross_entropy import INTERPRETED  # ImportError naming backend="torch" without Triton
+        if not INTERPRETED:
+            raise ValueError(f"{fn}: backend='triton' needs GPU tensors (or TRITON_INTERPRET=1 set before importing "
+                             f"triton), got {hidden.device}; backend='torch' runs anywhere")
     rows = chunk_rows or _chunk_rows(*hidden.shape[:1], *weight.shape)
-    return _FusedLinearCrossEntropy.apply(hidden, weight, targets, ignore_index, reduction, label_smoothing, rows)
+    return _FusedLinearCrossEntropy.apply(hidden, weight, targets, ignore_index, reduction, label_smoothing, rows,
+                                          backend)
