@@ -14,6 +14,9 @@ One module per concept, each one hop from its notebook and its tests:
 - ``gpt``             notebooks 06-09: a tiny causal transformer
 - ``distillation``    notebook 07: KD loss T²·KL (forward and reverse), its gradient, the KD + CE objective
 - ``contrastive``     notebooks 07-08: NT-Xent, InfoNCE, a stable log-sigmoid, Bradley–Terry
+- ``preference``      notebook 08: synthetic preferences from a known reward, the RLHF optimum pi_ref e^{r/beta} / Z
+- ``dpo``             notebook 08: response log-probs, DPO (conservative, reference-free), IPO, one DPO step
+- ``triton_cross_entropy``  notebook 09: a Triton cross-entropy kernel (online log-sum-exp, gradient in place)
 - ``fused_linear_cross_entropy``  notebook 09: loss(h @ W.T, y) in token chunks, never building the logits
 - ``corpus``          notebooks 06-09: the tiny-shakespeare loader (path, env var or a verified download)
 - ``grading``         the helpers every notebook test cell uses

@@ -1,0 +1,165 @@
+"""Run a student's Python kernel inside limits.
+
+`python -m autograde.sandbox --workdir DIR [limits] -- COMMAND...` applies, in this order, then
+execs COMMAND (the student's ipykernel):
+
+- a private working directory: HOME, TMPDIR and matplotlib's cache all point into it;
+- resource limits (setrlimit): address space, CPU seconds, size of a written file, no core dumps;
+- no network: a new user and network namespace (only a loopback that is down);
+- a filesystem allow-list (Landlock): read the system, Python and `course_lib`; write only the
+  working directory. `solutions/`, the gradebook and other students' submissions are out of reach.
+
+The kernel talks to the grader over Unix sockets in the working directory, which cross the
+network namespace. Every protection is tried on its own: one the machine cannot give (an old
+kernel, user namespaces disabled) is reported by `available()` and skipped, the rest still apply.
+"""
+import argparse
+import ctypes
+import os
+import resource
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Limits:
+    memory_mb: int = 4096          # address space of the student's kernel
+    cpu_seconds: int = 900         # CPU time for the whole notebook
+    cell_seconds: float = 120.0    # wall time per cell (enforced by the grader kernel)
+    notebook_seconds: float = 600.0  # wall time for all the student's cells together (ditto)
+    file_mb: int = 256             # largest file the kernel may write
+    output_kb: int = 256           # output a cell may send back before it is cut (ditto)
+
+    def args(self):
+        return [f"--memory-mb={self.memory_mb}", f"--cpu-seconds={self.cpu_seconds}", f"--file-mb={self.file_mb}"]
+
+
+# ---------------------------------------------------------------- protections, each on its own
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_SYS_LANDLOCK_CREATE_RULESET, _SYS_LANDLOCK_ADD_RULE, _SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
+_READ = 1 | 4 | 8                      # execute, read file, read directory
+_WRITE = (1 << 15) - 1 & ~_READ        # write, remove, make files/dirs/sockets/links, refer, truncate
+_CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
+
+
+def _landlock_abi():
+    abi = _libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, None, 0, 1)
+    return abi if abi > 0 else 0
+
+
+def restrict_files(readable, writable):
+    """Landlock: from now on this process (and its children) may only read `readable` and write `writable`."""
+    abi = _landlock_abi()
+    if abi < 3:
+        raise OSError("Landlock ABI >= 3 is needed (Linux >= 6.2)")
+    handled = _READ | _WRITE
+    net = 1 | 2 if abi >= 4 else 0     # bind and connect TCP: refused as well
+    attr = (ctypes.c_uint64 * 2)(handled, net)
+    ruleset = _libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.sizeof(attr) if net else 8, 0)
+    if ruleset < 0:
+        raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
+
+    class PathBeneath(ctypes.Structure):
+        _pack_ = 1
+        _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+    for paths, access in ((readable, _READ), (writable, _READ | _WRITE)):
+        for path in paths:
+            if not os.path.exists(path):
+                continue
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            rights = access if os.path.isdir(path) else access & (1 | 2 | 4 | (1 << 14))  # file-only rights
+            rule = PathBeneath(rights, fd)
+            if _libc.syscall(_SYS_LANDLOCK_ADD_RULE, ruleset, 1, ctypes.byref(rule), 0) < 0:
+                raise OSError(ctypes.get_errno(), f"landlock_add_rule failed for {path}")
+            os.close(fd)
+    if _libc.prctl(38, 1, 0, 0, 0) < 0:  # PR_SET_NO_NEW_PRIVS, required to restrict without privileges
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+    if _libc.syscall(_SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0) < 0:
+        raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
+    os.close(ruleset)
+
+
+def cut_network():
+    """A new user namespace (mapping our own uid) and a new, empty network namespace."""
+    uid, gid = os.getuid(), os.getgid()
+    if _libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) < 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWUSER | CLONE_NEWNET) failed")
+    Path("/proc/self/setgroups").write_text("deny")
+    Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
+    Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
+
+
+def limit_resources(memory_mb, cpu_seconds, file_mb):
+    for name, value in ((resource.RLIMIT_AS, memory_mb << 20), (resource.RLIMIT_CPU, cpu_seconds),
+                        (resource.RLIMIT_FSIZE, file_mb << 20), (resource.RLIMIT_CORE, 0)):
+        resource.setrlimit(name, (value, value))
+
+
+def readable_paths():
+    """What a student's kernel needs to read: the system, this Python and its packages, course_lib."""
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    prefixes |= {p for p in sys.path if p and os.path.isdir(p) and not Path(p).resolve().is_relative_to(REPO)}
+    system = ["/usr", "/lib", "/lib64", "/bin", "/etc", "/proc", "/sys", "/dev/urandom", "/dev/random",
+              "/dev/zero", "/dev/shm", "/opt"]
+    return sorted(prefixes) + system + [str(REPO / "course_lib")]
+
+
+def available():
+    """{protection: None if it works here, else the reason it does not} — probed in a child process."""
+    import subprocess
+    found = {}
+    for name, code in (("landlock", "restrict_files([], [])"), ("network", "cut_network()"),
+                       ("rlimits", "limit_resources(4096, 60, 16)")):
+        done = subprocess.run([sys.executable, "-c", f"from autograde.sandbox import *; {code}"],
+                              capture_output=True, text=True, cwd=REPO)
+        found[name] = None if done.returncode == 0 else (done.stderr.strip().splitlines() or ["failed"])[-1]
+    return found
+
+
+# ---------------------------------------------------------------- the launcher
+
+def prepare_workdir(workdir):
+    """HOME, TMPDIR, MPLCONFIGDIR inside `workdir`, and a sys.path entry that holds only course_lib."""
+    workdir = Path(workdir)
+    for sub in ("home", "tmp", "mpl", "path"):
+        (workdir / sub).mkdir(parents=True, exist_ok=True)
+    link = workdir / "path" / "course_lib"
+    if not link.exists():
+        link.symlink_to(REPO / "course_lib")
+    os.environ.update(HOME=str(workdir / "home"), TMPDIR=str(workdir / "tmp"), MPLCONFIGDIR=str(workdir / "mpl"),
+                      PYTHONPATH=str(workdir / "path"), PYTHONNOUSERSITE="1")
+    for secret in [k for k in os.environ if k.startswith(("JUPYTER_", "NBGRADER", "GRADER_"))]:
+        del os.environ[secret]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--memory-mb", type=int, default=Limits.memory_mb)
+    parser.add_argument("--cpu-seconds", type=int, default=Limits.cpu_seconds)
+    parser.add_argument("--file-mb", type=int, default=Limits.file_mb)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    prepare_workdir(args.workdir)
+    os.chdir(args.workdir)
+    skipped = []
+    for name, apply in (("network", cut_network),
+                        ("landlock", lambda: restrict_files(readable_paths(), [args.workdir, "/dev/null"])),
+                        ("rlimits", lambda: limit_resources(args.memory_mb, args.cpu_seconds, args.file_mb))):
+        try:
+            apply()
+        except (OSError, ValueError) as error:
+            skipped.append(f"{name}: {error}")
+    if skipped:
+        Path(args.workdir, "sandbox-skipped.txt").write_text("\n".join(skipped))
+    os.execv(command[0], command)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""autograde.sandbox: a student's process cannot read the course's secrets, write outside its
+working directory, reach the network or take unbounded memory; a protection the machine cannot
+give is reported, and the others still apply."""
+import subprocess
+import sys
+
+import pytest
+
+from autograde import sandbox
+
+PROTECTIONS = sandbox.available()
+
+PROBE = r"""
+import os, socket, sys
+def attempt(name, action):
+    try:
+        action()
+        print(name, "allowed")
+    except Exception as error:
+        print(name, "denied", type(error).__name__)
+attempt("read_solutions", lambda: open(sys.argv[1]).read(10))
+attempt("list_repo", lambda: os.listdir(sys.argv[2]))
+attempt("write_outside", lambda: open(sys.argv[3], "w").write("x"))
+attempt("write_inside", lambda: open("inside.txt", "w").write("x"))
+attempt("tcp", lambda: socket.create_connection(("127.0.0.1", 9), timeout=2))
+attempt("allocate_6GiB", lambda: bytearray(6 << 30))
+import course_lib.grading
+print("course_lib", "allowed")
+"""
+
+
+def run_sandboxed(tmp_path, memory_mb=2048):
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (workdir / "probe.py").write_text(PROBE)
+    outside = tmp_path / "outside.txt"
+    secret = sandbox.REPO / "solutions" / "01_mle_and_nll" / "01_mle_and_nll.ipynb"
+    done = subprocess.run([sys.executable, "-m", "autograde.sandbox", f"--workdir={workdir}",
+                           f"--memory-mb={memory_mb}", "--", sys.executable, "probe.py",
+                           str(secret), str(sandbox.REPO), str(outside)],
+                          capture_output=True, text=True, cwd=sandbox.REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    verdicts = dict(line.split()[:2] for line in done.stdout.splitlines())
+    skipped = (workdir / "sandbox-skipped.txt").read_text() if (workdir / "sandbox-skipped.txt").exists() else ""
+    return verdicts, skipped, outside
+
+
+@pytest.mark.skipif(PROTECTIONS["landlock"] is not None, reason=f"no Landlock here: {PROTECTIONS['landlock']}")
+def test_the_student_cannot_read_the_course_or_write_outside_its_directory(tmp_path):
+    verdicts, _, outside = run_sandboxed(tmp_path)
+    assert verdicts["read_solutions"] == "denied" and verdicts["list_repo"] == "denied"
+    assert verdicts["write_outside"] == "denied" and not outside.exists()
+    assert verdicts["write_inside"] == "allowed" and verdicts["course_lib"] == "allowed"
+
+
+@pytest.mark.skipif(PROTECTIONS["network"] is not None, reason=f"no user namespaces here: {PROTECTIONS['network']}")
+def test_the_student_has_no_network(tmp_path):
+    assert run_sandboxed(tmp_path)[0]["tcp"] == "denied"
+
+
+def test_memory_is_limited_and_skipped_protections_are_reported(tmp_path):
+    verdicts, skipped, _ = run_sandboxed(tmp_path, memory_mb=2048)
+    assert verdicts["allocate_6GiB"] == "denied"
+    for name, reason in PROTECTIONS.items():
+        assert (name in skipped) == (reason is not None), f"{name}: available() says {reason!r}, launcher says {skipped!r}"
