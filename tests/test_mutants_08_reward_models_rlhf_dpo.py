@@ -311,6 +311,11 @@ def _seq_logps(model, batch, key):
     return (log_p * batch[key + "_mask"][:, 1:]).sum(-1)
 
 
+def _pair(model, batch):
+    """Summed response log-probs of the chosen and of the rejected sequences."""
+    return _seq_logps(model, batch, "chosen"), _seq_logps(model, batch, "rejected")
+
+
 def _h_loss(pc, pr, rc, rr, beta):
     return _nls(beta * ((pc - pr) - (rc - rr)))
 
@@ -324,28 +329,28 @@ def _step(loss, optimizer, zero=True):
 
 def step_no_zero_grad(policy, reference, batch, optimizer, beta):
     with torch.no_grad():
-        rc, rr = _seq_logps(reference, batch, "chosen"), _seq_logps(reference, batch, "rejected")
-    loss = _h_loss(_seq_logps(policy, batch, "chosen"), _seq_logps(policy, batch, "rejected"), rc, rr, beta).mean()
+        rc, rr = _pair(reference, batch)
+    loss = _h_loss(*_pair(policy, batch), rc, rr, beta).mean()
     _step(loss, optimizer, zero=False)
     return loss.item()
 
 
 def step_reference_with_gradients(policy, reference, batch, optimizer, beta):
-    rc, rr = _seq_logps(reference, batch, "chosen"), _seq_logps(reference, batch, "rejected")
-    loss = _h_loss(_seq_logps(policy, batch, "chosen"), _seq_logps(policy, batch, "rejected"), rc, rr, beta).mean()
+    rc, rr = _pair(reference, batch)
+    loss = _h_loss(*_pair(policy, batch), rc, rr, beta).mean()
     _step(loss, optimizer)
     return loss.item()
 
 
 def step_reference_dropped(policy, reference, batch, optimizer, beta):
     zero = torch.zeros(batch["chosen"].shape[0])
-    loss = _h_loss(_seq_logps(policy, batch, "chosen"), _seq_logps(policy, batch, "rejected"), zero, zero, beta).mean()
+    loss = _h_loss(*_pair(policy, batch), zero, zero, beta).mean()
     _step(loss, optimizer)
     return loss.item()
 
 
 def step_policy_as_reference(policy, reference, batch, optimizer, beta):
-    pc, pr = _seq_logps(policy, batch, "chosen"), _seq_logps(policy, batch, "rejected")
+    pc, pr = _pair(policy, batch)
     loss = _h_loss(pc, pr, pc.detach(), pr.detach(), beta).mean()
     _step(loss, optimizer)
     return loss.item()
@@ -353,8 +358,8 @@ def step_policy_as_reference(policy, reference, batch, optimizer, beta):
 
 def step_sum_not_mean(policy, reference, batch, optimizer, beta):
     with torch.no_grad():
-        rc, rr = _seq_logps(reference, batch, "chosen"), _seq_logps(reference, batch, "rejected")
-    loss = _h_loss(_seq_logps(policy, batch, "chosen"), _seq_logps(policy, batch, "rejected"), rc, rr, beta).sum()
+        rc, rr = _pair(reference, batch)
+    loss = _h_loss(*_pair(policy, batch), rc, rr, beta).sum()
     _step(loss, optimizer)
     return loss.item() / batch["chosen"].shape[0]
 
@@ -362,16 +367,16 @@ def step_sum_not_mean(policy, reference, batch, optimizer, beta):
 def step_chosen_mask_for_both(policy, reference, batch, optimizer, beta):
     same = dict(batch, rejected_mask=batch["chosen_mask"])
     with torch.no_grad():
-        rc, rr = _seq_logps(reference, same, "chosen"), _seq_logps(reference, same, "rejected")
-    loss = _h_loss(_seq_logps(policy, same, "chosen"), _seq_logps(policy, same, "rejected"), rc, rr, beta).mean()
+        rc, rr = _pair(reference, same)
+    loss = _h_loss(*_pair(policy, same), rc, rr, beta).mean()
     _step(loss, optimizer)
     return loss.item()
 
 
 def step_no_optimizer_step(policy, reference, batch, optimizer, beta):
     with torch.no_grad():
-        rc, rr = _seq_logps(reference, batch, "chosen"), _seq_logps(reference, batch, "rejected")
-    loss = _h_loss(_seq_logps(policy, batch, "chosen"), _seq_logps(policy, batch, "rejected"), rc, rr, beta).mean()
+        rc, rr = _pair(reference, batch)
+    loss = _h_loss(*_pair(policy, batch), rc, rr, beta).mean()
     optimizer.zero_grad()
     loss.backward()
     return loss.item()
@@ -379,11 +384,11 @@ def step_no_optimizer_step(policy, reference, batch, optimizer, beta):
 
 def step_returns_loss_after_the_step(policy, reference, batch, optimizer, beta):
     with torch.no_grad():
-        rc, rr = _seq_logps(reference, batch, "chosen"), _seq_logps(reference, batch, "rejected")
-    loss = _h_loss(_seq_logps(policy, batch, "chosen"), _seq_logps(policy, batch, "rejected"), rc, rr, beta).mean()
+        rc, rr = _pair(reference, batch)
+    loss = _h_loss(*_pair(policy, batch), rc, rr, beta).mean()
     _step(loss, optimizer)
     with torch.no_grad():
-        after = _h_loss(_seq_logps(policy, batch, "chosen"), _seq_logps(policy, batch, "rejected"), rc, rr, beta).mean()
+        after = _h_loss(*_pair(policy, batch), rc, rr, beta).mean()
     return after.item()
 
 
@@ -402,7 +407,7 @@ def step_concatenated_forward(policy, reference, batch, optimizer, beta):
 
 def step_detached_reference(policy, reference, batch, optimizer, beta):
     rc, rr = _seq_logps(reference, batch, "chosen").detach(), _seq_logps(reference, batch, "rejected").detach()
-    loss = _h_loss(_seq_logps(policy, batch, "chosen"), _seq_logps(policy, batch, "rejected"), rc, rr, beta).mean()
+    loss = _h_loss(*_pair(policy, batch), rc, rr, beta).mean()
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
