@@ -1,0 +1,605 @@
+"""Notebook 09's graded tests must reject plausible wrong answers and accept right ones.
+
+The kernel exercises' wrong answers are Triton kernels with the bug (a ``tl.constexpr`` switch picks it, so
+each compiled variant contains only its own bug); they run under Triton's interpreter on CPU (conftest sets
+TRITON_INTERPRET=1 before triton is imported).
+"""
+import linecache
+import math
+
+import nbformat
+import pytest
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from conftest import ROOT, load_exercises
+from mutants import Exercise, mutant_tests
+
+ASSIGNMENT = "09_gpu_lab_fused_cross_entropy"
+
+
+def _register_cell_sources():
+    """@triton.jit reads a kernel's source with inspect, which finds files through linecache. conftest runs the
+    notebook's cells from strings named "<notebook>[cell i]"; give linecache those sources (as Jupyter does for
+    its cells), or the kernels defined in solution cells cannot be compiled or interpreted."""
+    path = ROOT / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+    code = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    for index, cell in enumerate(code):
+        name = f"{path.name}[cell {index}]"
+        lines = [line + "\n" for line in cell.source.splitlines()]
+        linecache.cache[name] = (len(cell.source), None, lines, name)  # mtime None: never evicted as stale
+
+
+_register_cell_sources()
+
+
+def _block(V, block_size):
+    return block_size or min(triton.next_power_of_2(V), 1024)
+
+
+# ------------------------------------------------------------------ online_logsumexp
+
+@triton.jit
+def _lse_variant(x_ptr, out_ptr, row_stride, V, BLOCK: tl.constexpr, BUG: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    row_ptr = x_ptr + row * row_stride
+    if BUG == "start at -inf":
+        m = tl.full((), float("-inf"), tl.float32)
+    else:
+        m = tl.full((), -3.0e38, tl.float32)
+    s = tl.zeros((), tl.float32)
+    for start in range(0, V, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        if BUG == "pad with 0":
+            z = tl.load(row_ptr + cols, mask=cols < V, other=0.0).to(tl.float32)
+        else:
+            z = tl.load(row_ptr + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
+        m_new = tl.maximum(m, tl.max(z, axis=0))
+        if BUG == "no max subtraction":
+            s = s + tl.sum(tl.exp(z), axis=0)
+        elif BUG == "no rescaling":
+            s = s + tl.sum(tl.exp(z - m_new), axis=0)
+        elif BUG == "bf16 accumulation":
+            s = (s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), axis=0)).to(tl.bfloat16).to(tl.float32)
+        else:
+            s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), axis=0)
+        m = m_new
+    if BUG == "no max subtraction":
+        tl.store(out_ptr + row, tl.log(s))
+    else:
+        tl.store(out_ptr + row, m + tl.log(s))
+
+
+def _lse_launcher(bug):
+    def online_logsumexp(x, block_size=None):
+        N, V = x.shape
+        out = torch.empty(N, dtype=torch.float32, device=x.device)
+        if N:
+            _lse_variant[(N,)](x, out, x.stride(0), V, BLOCK=_block(V, block_size), BUG=bug)
+        return out
+    return online_logsumexp
+
+
+@triton.jit
+def _lse_two_pass(x_ptr, out_ptr, row_stride, V, BLOCK: tl.constexpr):
+    row_ptr = x_ptr + tl.program_id(0).to(tl.int64) * row_stride
+    m = tl.full((), -3.0e38, tl.float32)
+    for start in range(0, V, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        m = tl.maximum(m, tl.max(tl.load(row_ptr + cols, mask=cols < V, other=float("-inf")).to(tl.float32), axis=0))
+    s = tl.zeros((), tl.float32)
+    for start in range(0, V, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        s += tl.sum(tl.exp(tl.load(row_ptr + cols, mask=cols < V, other=float("-inf")).to(tl.float32) - m), axis=0)
+    tl.store(out_ptr + tl.program_id(0), m + tl.log(s))
+
+
+@triton.jit
+def _lse_exp2(x_ptr, out_ptr, row_stride, V, BLOCK: tl.constexpr):
+    """Base-2 online softmax, as tuned kernels write it: e^x = 2^(x log2 e)."""
+    LOG2E: tl.constexpr = 1.4426950408889634
+    row_ptr = x_ptr + tl.program_id(0).to(tl.int64) * row_stride
+    m = tl.full((), -3.0e38, tl.float32)
+    s = tl.zeros((), tl.float32)
+    for start in range(0, V, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        z = tl.load(row_ptr + cols, mask=cols < V, other=float("-inf")).to(tl.float32) * LOG2E
+        m_new = tl.maximum(m, tl.max(z, axis=0))
+        s = s * tl.exp2(m - m_new) + tl.sum(tl.exp2(z - m_new), axis=0)
+        m = m_new
+    tl.store(out_ptr + tl.program_id(0), (m + tl.log2(s)) / LOG2E)
+
+
+def _lse_with(kernel):
+    def online_logsumexp(x, block_size=None):
+        N, V = x.shape
+        out = torch.empty(N, dtype=torch.float32, device=x.device)
+        if N:
+            kernel[(N,)](x, out, x.stride(0), V, BLOCK=_block(V, block_size))
+        return out
+    return online_logsumexp
+
+
+def lse_calls_torch_logsumexp(x, block_size=None):
+    return torch.logsumexp(x.float(), dim=-1)
+
+
+# ------------------------------------------------------------------ cross_entropy_forward
+
+@triton.jit
+def _forward_variant(z_ptr, y_ptr, loss_ptr, lse_ptr, row_stride, V, ignore_index, BLOCK: tl.constexpr,
+                     BUG: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    row_ptr = z_ptr + row * row_stride
+    m = tl.full((), -3.0e38, tl.float32)
+    s = tl.zeros((), tl.float32)
+    for start in range(0, V, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        z = tl.load(row_ptr + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
+        m_new = tl.maximum(m, tl.max(z, axis=0))
+        if BUG == "no max subtraction":
+            s = s + tl.sum(tl.exp(z), axis=0)
+        elif BUG == "no rescaling":
+            s = s + tl.sum(tl.exp(z - m_new), axis=0)
+        elif BUG == "bf16 accumulation":
+            s = (s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), axis=0)).to(tl.bfloat16).to(tl.float32)
+        else:
+            s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), axis=0)
+        m = m_new
+    if BUG == "no max subtraction":
+        lse = tl.log(s)
+    else:
+        lse = m + tl.log(s)
+    y = tl.load(y_ptr + row)
+    keep = y != ignore_index
+    z_y = tl.load(row_ptr + y, mask=keep, other=0.0).to(tl.float32)
+    loss = lse - z_y
+    if BUG == "sign flipped":
+        loss = z_y - lse
+    if BUG == "loss rounded to bf16":
+        loss = loss.to(tl.bfloat16).to(tl.float32)
+    if BUG == "ignored rows keep their loss":
+        tl.store(loss_ptr + row, loss)
+    else:
+        tl.store(loss_ptr + row, tl.where(keep, loss, 0.0))
+    tl.store(lse_ptr + row, lse)
+
+
+def _forward_launcher(bug):
+    def cross_entropy_forward(logits, targets, ignore_index=-100, block_size=None):
+        N, V = logits.shape
+        loss = torch.empty(N, dtype=torch.float32, device=logits.device)
+        lse = torch.empty(N, dtype=torch.float32, device=logits.device)
+        if N:
+            _forward_variant[(N,)](logits, targets.contiguous(), loss, lse, logits.stride(0), V, ignore_index,
+                                   BLOCK=_block(V, block_size), BUG=bug)
+        return loss, lse
+    return cross_entropy_forward
+
+
+@triton.jit
+def _forward_two_pass_target_in_sweep(z_ptr, y_ptr, loss_ptr, lse_ptr, row_stride, V, ignore_index,
+                                      BLOCK: tl.constexpr):
+    """Max first, then the sum, picking up z[y] during the sweep instead of loading it separately."""
+    row = tl.program_id(0).to(tl.int64)
+    row_ptr = z_ptr + row * row_stride
+    y = tl.load(y_ptr + row)
+    m = tl.full((), -3.0e38, tl.float32)
+    for start in range(0, V, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        m = tl.maximum(m, tl.max(tl.load(row_ptr + cols, mask=cols < V, other=float("-inf")).to(tl.float32), axis=0))
+    s = tl.zeros((), tl.float32)
+    z_y = tl.zeros((), tl.float32)
+    for start in range(0, V, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        z = tl.load(row_ptr + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
+        s += tl.sum(tl.exp(z - m), axis=0)
+        z_y += tl.sum(tl.where(cols == y, z, 0.0), axis=0)
+    lse = m + tl.log(s)
+    tl.store(loss_ptr + row, tl.where(y != ignore_index, lse - z_y, 0.0))
+    tl.store(lse_ptr + row, lse)
+
+
+def forward_two_pass(logits, targets, ignore_index=-100, block_size=None):
+    N, V = logits.shape
+    loss = torch.zeros(N, dtype=torch.float32, device=logits.device)
+    lse = torch.zeros(N, dtype=torch.float32, device=logits.device)
+    if N:
+        _forward_two_pass_target_in_sweep[(N,)](logits, targets, loss, lse, logits.stride(0), V, ignore_index,
+                                                BLOCK=_block(V, block_size))
+    return loss, lse
+
+
+def forward_uses_exercise_one(logits, targets, ignore_index=-100, block_size=None):
+    """lse from an online log-sum-exp kernel, the target's logit gathered in PyTorch: also right."""
+    lse = _lse_with(_lse_two_pass)(logits, block_size)
+    keep = targets != ignore_index
+    z_y = logits.gather(1, torch.where(keep, targets, 0)[:, None]).squeeze(1).float()
+    return torch.where(keep, lse - z_y, 0.0), lse
+
+
+def forward_calls_cross_entropy(logits, targets, ignore_index=-100, block_size=None):
+    z = logits.float()
+    return F.cross_entropy(z, targets, ignore_index=ignore_index, reduction="none"), torch.logsumexp(z, -1)
+
+
+# ------------------------------------------------------------------ cross_entropy_backward
+
+@triton.jit
+def _backward_variant(z_ptr, y_ptr, lse_ptr, grad_ptr, row_stride, grad_stride, V, ignore_index, scale,
+                      BLOCK: tl.constexpr, BUG: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    y = tl.load(y_ptr + row)
+    lse = tl.load(lse_ptr + row).to(tl.float32)
+    if BUG == "ignored rows not zeroed":
+        weight = scale
+    else:
+        weight = tl.where(y != ignore_index, scale, 0.0)
+    for start in range(0, V, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        z = tl.load(z_ptr + row * row_stride + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
+        if BUG == "no onehot":
+            g = tl.exp(z - lse) * weight
+        else:
+            g = (tl.exp(z - lse) - tl.where(cols == y, 1.0, 0.0)) * weight
+        tl.store(grad_ptr + row * grad_stride + cols, g.to(grad_ptr.dtype.element_ty), mask=cols < V)
+
+
+def _backward_launcher(bug):
+    def cross_entropy_backward(logits, targets, lse, ignore_index=-100, reduction="mean", inplace=False,
+                               block_size=None):
+        N, V = logits.shape
+        if bug == "inplace ignored":
+            grad = torch.empty_like(logits)
+        elif bug == "always in place":
+            grad = logits
+        else:
+            grad = logits if inplace else torch.empty_like(logits)
+        kept = int((targets != ignore_index).sum())
+        if bug == "no 1/N scale":
+            scale = 1.0
+        elif bug == "ignored rows counted in the mean":
+            scale = 1.0 / max(N, 1) if reduction == "mean" else 1.0
+        else:
+            scale = 1.0 / max(kept, 1) if reduction == "mean" else 1.0
+        if N:
+            _backward_variant[(N,)](logits, targets.contiguous(), lse.contiguous(), grad, logits.stride(0),
+                                    grad.stride(0), V, ignore_index, scale, BLOCK=_block(V, block_size), BUG=bug)
+        return grad
+    return cross_entropy_backward
+
+
+@triton.jit
+def _backward_row_weights(z_ptr, y_ptr, lse_ptr, w_ptr, grad_ptr, row_stride, V, BLOCK: tl.constexpr):
+    """Per-row weights from the launcher (0 for ignored rows); softmax first, the -1 at the target stored after."""
+    row = tl.program_id(0).to(tl.int64)
+    y = tl.load(y_ptr + row)
+    lse = tl.load(lse_ptr + row)
+    w = tl.load(w_ptr + row)
+    for start in range(0, V, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        z = tl.load(z_ptr + row * row_stride + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
+        tl.store(grad_ptr + row * row_stride + cols, (tl.exp(z - lse) * w).to(grad_ptr.dtype.element_ty),
+                 mask=cols < V)
+    inside = (y >= 0) & (y < V)
+    p_y = tl.load(grad_ptr + row * row_stride + y, mask=inside, other=0.0).to(tl.float32)
+    tl.store(grad_ptr + row * row_stride + y, (p_y - w).to(grad_ptr.dtype.element_ty), mask=inside & (w != 0))
+
+
+def backward_row_weights(logits, targets, lse, ignore_index=-100, reduction="mean", inplace=False, block_size=None):
+    N, V = logits.shape
+    keep = targets != ignore_index
+    scale = 1.0 / max(int(keep.sum()), 1) if reduction == "mean" else 1.0
+    weights = torch.where(keep, scale, 0.0).to(torch.float32)
+    grad = logits if inplace else torch.empty_like(logits)
+    if N:
+        _backward_row_weights[(N,)](logits, targets, lse.float(), weights, grad, logits.stride(0), V,
+                                    BLOCK=_block(V, block_size))
+    return grad
+
+
+def backward_calls_softmax(logits, targets, lse, ignore_index=-100, reduction="mean", inplace=False, block_size=None):
+    keep = targets != ignore_index
+    scale = 1.0 / max(int(keep.sum()), 1) if reduction == "mean" else 1.0
+    g = torch.softmax(logits.float(), -1)
+    g[torch.arange(len(targets)), torch.where(keep, targets, 0)] -= 1
+    g = (g * torch.where(keep, scale, 0.0)[:, None]).to(logits.dtype)
+    return logits.copy_(g) if inplace else g
+
+
+# ------------------------------------------------------------------ fused_linear_cross_entropy
+
+def _chunk(h, w, y, keep, scale, bug):
+    z = h @ w.T
+    y_safe = torch.where(keep, y, 0)
+    z_y = z.gather(1, y_safe[:, None]).squeeze(1)
+    if bug == "no max subtraction":
+        e = z.exp()
+        s = e.sum(1, keepdim=True)
+        lse = s.log().squeeze(1)
+    else:
+        m = z.amax(1, keepdim=True)
+        e = (z - m).exp()
+        s = e.sum(1, keepdim=True)
+        lse = (m + s.log()).squeeze(1)
+    loss = torch.where(keep, lse - z_y, 0.0).sum()
+    grad = e / s
+    grad[torch.arange(len(y)), y_safe] -= 1
+    grad_scale = 1.0 if bug == "gradient without 1/N" else scale
+    return grad * torch.where(keep, grad_scale, 0.0).to(grad.dtype)[:, None], loss
+
+
+class _FusedVariant(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, ignore_index, chunk_size, bug):
+        acc = hidden.dtype if bug == "logits in the input dtype" else torch.promote_types(hidden.dtype, torch.float32)
+        if bug == "float64 throughout":
+            acc = torch.float64
+        w = weight.to(acc)
+        keep = targets != ignore_index
+        count = int(keep.sum())
+        denominator = len(targets) if bug == "ignored tokens counted in the mean" else count
+        scale = 1.0 / max(denominator, 1)
+        grad_hidden = torch.zeros(hidden.shape, dtype=acc)
+        grad_weight = torch.zeros(weight.shape, dtype=acc)
+        total = torch.zeros((), dtype=acc)
+        for start in range(0, hidden.shape[0], chunk_size):
+            stop = start + chunk_size - 1 if bug == "chunk boundary off by one" else start + chunk_size
+            h = hidden[start:stop].to(acc)
+            grad, loss = _chunk(h, w, targets[start:stop], keep[start:stop], scale, bug)
+            total += loss
+            grad_hidden[start:stop] = grad @ w
+            if bug == "d weight overwritten per chunk":
+                grad_weight = grad.T @ h
+            else:
+                grad_weight += grad.T @ h
+        ctx.save_for_backward(grad_hidden.to(hidden.dtype), grad_weight.to(weight.dtype))
+        out_dtype = torch.promote_types(hidden.dtype, torch.float32)
+        return (total / denominator if denominator else total / 0.0).to(out_dtype)
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return grad_hidden * grad_loss, grad_weight * grad_loss, None, None, None, None
+
+
+def _fused(bug):
+    def fused_linear_cross_entropy(hidden, weight, targets, ignore_index=-100, chunk_size=256, backend=None):
+        return _FusedVariant.apply(hidden, weight, targets, ignore_index, chunk_size, bug)
+    return fused_linear_cross_entropy
+
+
+class _FusedRecompute(torch.autograd.Function):
+    """Right, and a different design: save the inputs, recompute each chunk's logits in backward."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, ignore_index, chunk_size):
+        ctx.save_for_backward(hidden, weight, targets)
+        ctx.ignore_index, ctx.chunk_size = ignore_index, chunk_size
+        acc = torch.promote_types(hidden.dtype, torch.float32)
+        keep = targets != ignore_index
+        total = torch.zeros((), dtype=acc)
+        for start in range(0, hidden.shape[0], chunk_size):
+            z = hidden[start:start + chunk_size].to(acc) @ weight.to(acc).T
+            y, k = targets[start:start + chunk_size], keep[start:start + chunk_size]
+            m = z.max(1).values
+            lse = m + (z - m[:, None]).exp().sum(1).log()
+            total += torch.where(k, lse - z.gather(1, torch.where(k, y, 0)[:, None]).squeeze(1), 0.0).sum()
+        return total / keep.sum()
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        hidden, weight, targets = ctx.saved_tensors
+        acc = torch.promote_types(hidden.dtype, torch.float32)
+        keep = targets != ctx.ignore_index
+        scale = grad_loss.to(acc) / keep.sum().clamp_min(1)
+        grad_hidden = torch.empty(hidden.shape, dtype=acc)
+        grad_weight = torch.zeros(weight.shape, dtype=acc)
+        w = weight.to(acc)
+        for start in range(0, hidden.shape[0], ctx.chunk_size):
+            h = hidden[start:start + ctx.chunk_size].to(acc)
+            y, k = targets[start:start + ctx.chunk_size], keep[start:start + ctx.chunk_size]
+            p = torch.softmax(h @ w.T, dim=1)
+            p[torch.arange(len(y)), torch.where(k, y, 0)] -= 1
+            p *= torch.where(k, scale, 0.0)[:, None]
+            grad_hidden[start:start + ctx.chunk_size] = p @ w
+            grad_weight += p.T @ h
+        return grad_hidden.to(hidden.dtype), grad_weight.to(weight.dtype), None, None, None
+
+
+def fused_recompute_in_backward(hidden, weight, targets, ignore_index=-100, chunk_size=256, backend=None):
+    return _FusedRecompute.apply(hidden, weight, targets, ignore_index, chunk_size)
+
+
+def fused_calls_cross_entropy(hidden, weight, targets, ignore_index=-100, chunk_size=256, backend=None):
+    z = hidden.float() @ weight.float().T
+    return F.cross_entropy(z, targets, ignore_index=ignore_index)
+
+
+# ------------------------------------------------------------------ chunk_size_for_budget
+
+def budget_ceil(n_tokens, vocab_size, budget_bytes, bytes_per_element=4, buffers=2):
+    row = buffers * vocab_size * bytes_per_element
+    if budget_bytes < row:
+        raise ValueError("no row fits")
+    return min(n_tokens, -(-budget_bytes // row))
+
+
+def budget_ignores_buffers(n_tokens, vocab_size, budget_bytes, bytes_per_element=4, buffers=2):
+    row = vocab_size * bytes_per_element
+    if budget_bytes < row:
+        raise ValueError("no row fits")
+    return min(n_tokens, budget_bytes // row)
+
+
+def budget_ignores_element_size(n_tokens, vocab_size, budget_bytes, bytes_per_element=4, buffers=2):
+    row = buffers * vocab_size * 4
+    if budget_bytes < row:
+        raise ValueError("no row fits")
+    return min(n_tokens, budget_bytes // row)
+
+
+def budget_not_clamped_to_tokens(n_tokens, vocab_size, budget_bytes, bytes_per_element=4, buffers=2):
+    row = buffers * vocab_size * bytes_per_element
+    if budget_bytes < row:
+        raise ValueError("no row fits")
+    return budget_bytes // row
+
+
+def budget_returns_zero(n_tokens, vocab_size, budget_bytes, bytes_per_element=4, buffers=2):
+    return min(n_tokens, budget_bytes // (buffers * vocab_size * bytes_per_element))
+
+
+def budget_at_least_one(n_tokens, vocab_size, budget_bytes, bytes_per_element=4, buffers=2):
+    return max(1, min(n_tokens, budget_bytes // (buffers * vocab_size * bytes_per_element)))
+
+
+def budget_by_search(n_tokens, vocab_size, budget_bytes, bytes_per_element=4, buffers=2):
+    rows = 0
+    while rows < n_tokens and (rows + 1) * buffers * vocab_size * bytes_per_element <= budget_bytes:
+        rows += 1
+    if rows == 0:
+        raise ValueError(f"{budget_bytes} bytes hold no row")
+    return rows
+
+
+def budget_by_floor(n_tokens, vocab_size, budget_bytes, bytes_per_element=4, buffers=2):
+    rows = math.floor(budget_bytes / (buffers * vocab_size * bytes_per_element))
+    if rows < 1:
+        raise ValueError("not even one row fits")
+    return int(min(rows, n_tokens))
+
+
+EXERCISES = {
+    "test_online_logsumexp": Exercise(
+        "online_logsumexp",
+        wrong={"no max subtraction": _lse_launcher("no max subtraction"),
+               "running max does not rescale the sum": _lse_launcher("no rescaling"),
+               "padding loaded as 0": _lse_launcher("pad with 0"),
+               "bf16 accumulation": _lse_launcher("bf16 accumulation"),
+               "running max starts at -inf": _lse_launcher("start at -inf"),
+               "calls torch.logsumexp": lse_calls_torch_logsumexp},
+        right={"two passes (max, then sum)": _lse_with(_lse_two_pass), "base-2 exponentials": _lse_with(_lse_exp2)}),
+    "test_cross_entropy_forward": Exercise(
+        "cross_entropy_forward",
+        wrong={"no max subtraction": _forward_launcher("no max subtraction"),
+               "running max does not rescale the sum": _forward_launcher("no rescaling"),
+               "bf16 accumulation": _forward_launcher("bf16 accumulation"),
+               "ignored rows keep their loss": _forward_launcher("ignored rows keep their loss"),
+               "loss rounded to bf16": _forward_launcher("loss rounded to bf16"),
+               "sign flipped": _forward_launcher("sign flipped"),
+               "calls F.cross_entropy": forward_calls_cross_entropy},
+        right={"two passes, target picked up in the sweep": forward_two_pass,
+               "log-sum-exp kernel + gather": forward_uses_exercise_one}),
+    "test_cross_entropy_backward": Exercise(
+        "cross_entropy_backward",
+        wrong={"gradient missing the 1/N scale": _backward_launcher("no 1/N scale"),
+               "ignored rows counted in the mean": _backward_launcher("ignored rows counted in the mean"),
+               "ignored rows not zeroed": _backward_launcher("ignored rows not zeroed"),
+               "no onehot": _backward_launcher("no onehot"),
+               "inplace=True ignored": _backward_launcher("inplace ignored"),
+               "always in place": _backward_launcher("always in place"),
+               "calls torch.softmax": backward_calls_softmax},
+        right={"per-row weights, target fixed after": backward_row_weights,
+               "the reference kernel with a different default block": _backward_launcher("none")}),
+    "test_fused_linear_cross_entropy": Exercise(
+        "fused_linear_cross_entropy",
+        wrong={"chunk boundary off by one": _fused("chunk boundary off by one"),
+               "ignored tokens counted in the mean": _fused("ignored tokens counted in the mean"),
+               "gradient without 1/N": _fused("gradient without 1/N"),
+               "d weight overwritten per chunk": _fused("d weight overwritten per chunk"),
+               "logits in bf16": _fused("logits in the input dtype"),
+               "no max subtraction": _fused("no max subtraction"),
+               "calls F.cross_entropy": fused_calls_cross_entropy},
+        right={"recompute the logits in backward": fused_recompute_in_backward,
+               "float64 throughout": _fused("float64 throughout")}),
+    "test_chunk_size_for_budget": Exercise(
+        "chunk_size_for_budget",
+        wrong={"rounds up": budget_ceil, "ignores the number of buffers": budget_ignores_buffers,
+               "ignores bytes_per_element": budget_ignores_element_size,
+               "not clamped to n_tokens": budget_not_clamped_to_tokens, "returns 0 when nothing fits": budget_returns_zero,
+               "returns 1 when nothing fits": budget_at_least_one},
+        right={"search": budget_by_search, "math.floor of a float division": budget_by_floor}),
+}
+
+mutant_tests(globals())
+
+
+# ------------------------------------------------------------------ the budget test holds Exercise 4 to the budget
+
+def lce_materialised(hidden, weight, targets, ignore_index=-100, chunk_size=256, backend=None):
+    """Right values, but every logit at once (through autograd)."""
+    acc = torch.promote_types(hidden.dtype, torch.float32)
+    z = hidden.to(acc) @ weight.to(acc).T
+    keep = targets != ignore_index
+    m = z.amax(1, keepdim=True).detach()
+    lse = (m + (z - m).exp().sum(1, keepdim=True).log()).squeeze(1)
+    return torch.where(keep, lse - z.gather(1, torch.where(keep, targets, 0)[:, None]).squeeze(1), 0.0).sum() / keep.sum()
+
+
+def lce_autograd_over_chunks(hidden, weight, targets, ignore_index=-100, chunk_size=256, backend=None):
+    """Chunked, but with autograd recording every chunk: each chunk's logits are saved for backward."""
+    keep = targets != ignore_index
+    total = 0.0
+    for start in range(0, len(targets), chunk_size):
+        acc = torch.promote_types(hidden.dtype, torch.float32)
+        z = hidden[start:start + chunk_size].to(acc) @ weight.to(acc).T
+        y, k = targets[start:start + chunk_size], keep[start:start + chunk_size]
+        m = z.amax(1, keepdim=True).detach()
+        lse = (m + (z - m).exp().sum(1, keepdim=True).log()).squeeze(1)
+        total = total + torch.where(k, lse - z.gather(1, torch.where(k, y, 0)[:, None]).squeeze(1), 0.0).sum()
+    return total / keep.sum()
+
+
+def lce_three_buffers(hidden, weight, targets, ignore_index=-100, chunk_size=256, backend=None):
+    """An autograd.Function whose chunk keeps logits, exp and softmax alive together (no in-place ops)."""
+    class ThreeBuffers(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, hidden_in, weight_in):
+            acc = torch.promote_types(hidden_in.dtype, torch.float32)
+            hidden, weight = hidden_in.to(acc), weight_in.to(acc)
+            keep = targets != ignore_index
+            scale = 1.0 / max(int(keep.sum()), 1)
+            grad_hidden, grad_weight = torch.empty_like(hidden), torch.zeros_like(weight)
+            total = torch.zeros((), dtype=acc)
+            for start in range(0, len(targets), chunk_size):
+                h = hidden[start:start + chunk_size]
+                y, k = targets[start:start + chunk_size], keep[start:start + chunk_size]
+                z = h @ weight.T
+                e = (z - z.amax(1, keepdim=True)).exp()
+                p = e / e.sum(1, keepdim=True)
+                lse = z.amax(1) + e.sum(1).log()
+                total += torch.where(k, lse - z.gather(1, torch.where(k, y, 0)[:, None]).squeeze(1), 0.0).sum()
+                p[torch.arange(len(y)), torch.where(k, y, 0)] -= 1
+                p *= torch.where(k, scale, 0.0)[:, None]
+                grad_hidden[start:start + chunk_size] = p @ weight
+                grad_weight += p.T @ h
+                del z, e, p
+            ctx.save_for_backward(grad_hidden.to(hidden_in.dtype), grad_weight.to(weight_in.dtype))
+            return total / keep.sum()
+
+        @staticmethod
+        def backward(ctx, grad_loss):
+            grad_hidden, grad_weight = ctx.saved_tensors
+            return grad_hidden * grad_loss, grad_weight * grad_loss
+
+    return ThreeBuffers.apply(hidden, weight)
+
+
+MEMORY_HUNGRY = {"materialised logits": lce_materialised, "autograd over the chunks": lce_autograd_over_chunks,
+                 "three chunk-sized buffers": lce_three_buffers}
+
+
+@pytest.mark.parametrize("label", list(MEMORY_HUNGRY))
+def test_budget_cell_rejects_a_memory_hungry_fused_loss(label):
+    with pytest.raises(AssertionError, match="at its peak"):
+        load_exercises(ASSIGNMENT).run_test("test_chunk_size_for_budget",
+                                            fused_linear_cross_entropy=MEMORY_HUNGRY[label])
+
+
+@pytest.mark.parametrize("label", list(MEMORY_HUNGRY))
+def test_memory_hungry_fused_losses_are_still_right(label):
+    """They fail only for memory: Exercise 4's own test accepts them."""
+    load_exercises(ASSIGNMENT).run_test("test_fused_linear_cross_entropy", fused_linear_cross_entropy=MEMORY_HUNGRY[label])
