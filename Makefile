@@ -13,7 +13,7 @@ else
 endif
 SETUP := $(ENV_PREFIX)/.llm-losses-course-installed
 
-.PHONY: setup demo test test-fast release lab clean
+.PHONY: setup demo test test-fast release lab grade clean
 
 setup: $(SETUP)
 
@@ -34,6 +34,10 @@ test-fast: setup  ## course_lib and grading helpers only (seconds)
 
 release: setup  ## regenerate notebooks/ from solutions/ after editing a solution notebook
 	$(PY) -c "from autograde import pipeline; [pipeline.release(a) for a in pipeline.assignments()]"
+
+grade: setup  ## grade a class: make grade ASSIGNMENT=01_mle_and_nll SUBMISSIONS=path/to/folder-or.zip [ARGS=--workers 4]
+	@test -n "$(ASSIGNMENT)" -a -n "$(SUBMISSIONS)" || { echo "usage: make grade ASSIGNMENT=NN_name SUBMISSIONS=folder-or-zip [ARGS=...]"; exit 2; }
+	$(PY) -m autograde.batch $(ASSIGNMENT) $(SUBMISSIONS) $(ARGS)
 
 lab: setup  ## JupyterLab on the student notebooks
 	$(PY) -m jupyter lab --notebook-dir=notebooks

@@ -23,3 +23,6 @@ c.OverwriteCells.add_missing_cells = True
 # Each cell gets 2 minutes; a student's infinite loop is interrupted and fails only that cell.
 c.Execute.timeout = 120
 c.Execute.interrupt_on_timeout = True
+# Feedback shows each test cell's name, score and the check's message, never the hidden tests' code.
+c.GenerateFeedback.preprocessors = ["nbgrader.preprocessors.GetGrades", "nbgrader.preprocessors.ClearHiddenTests",
+                                    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor"]

@@ -114,7 +114,7 @@ def autograde(student, assignment, workspace=Workspace()):
             if made.returncode:
                 result.problems.append(f"feedback could not be generated:\n{_tail(made)}")
     if result.problems:
-        _write_problem_feedback(result, workspace)
+        write_problem_feedback(workspace, student, assignment, result.problems)
     result.score, result.max_score = _scores(student, assignment, workspace)
     return result
 
@@ -130,12 +130,13 @@ def _scores(student, assignment, workspace):
             return 0.0, max_score
 
 
-def _write_problem_feedback(result, workspace):
-    folder = workspace.dir("feedback") / result.student / result.assignment
+def write_problem_feedback(workspace, student, assignment, problems):
+    """feedback/<student>/<assignment>/problems.html: what went wrong with this submission, in words."""
+    folder = workspace.dir("feedback") / student / assignment
     folder.mkdir(parents=True, exist_ok=True)
-    items = "".join(f"<li><pre>{html.escape(p)}</pre></li>" for p in result.problems)
+    items = "".join(f"<li><pre>{html.escape(p)}</pre></li>" for p in problems)
     (folder / "problems.html").write_text(
-        f"<h1>{html.escape(result.assignment)}: your submission could not be fully graded</h1>"
+        f"<h1>{html.escape(assignment)}: your submission could not be fully graded</h1>"
         f"<ul>{items}</ul><p>Parts that could not be graded score zero. Fix the notebook and resubmit, "
         f"or ask your instructor.</p>", encoding="utf-8")
 
@@ -167,8 +168,12 @@ def read_grades_csv(path):
 
 
 def _cause(done):
-    """The last error nbgrader reported, in words a student can act on."""
-    errors = re.findall(r"\b(\w+(?:Error|Exception)): (.*)", done.stdout + done.stderr)
+    return cause_text(done.stdout + done.stderr)
+
+
+def cause_text(log):
+    """The last error nbgrader reported in `log`, in words a student can act on."""
+    errors = re.findall(r"\b(\w+(?:Error|Exception)): (.*)", log)
     if not errors:
         return "see the log below"
     name, message = errors[-1]

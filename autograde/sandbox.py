@@ -58,8 +58,10 @@ def restrict_files(readable, writable):
         raise OSError("Landlock ABI >= 3 is needed (Linux >= 6.2)")
     handled = _READ | _WRITE
     net = 1 | 2 if abi >= 4 else 0     # bind and connect TCP: refused as well
-    attr = (ctypes.c_uint64 * 2)(handled, net)
-    ruleset = _libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.sizeof(attr) if net else 8, 0)
+    scoped = 1 | 2 if abi >= 6 else 0  # no signals to (and no abstract sockets of) processes outside the sandbox
+    attr = (ctypes.c_uint64 * 3)(handled, net, scoped)
+    size = 24 if scoped else 16 if net else 8
+    ruleset = _libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), size, 0)
     if ruleset < 0:
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
 

@@ -13,6 +13,8 @@ Three jobs, each raising ``AssertionError`` with a message a student can act on:
   torch shortcut it replaces (under any alias: torch.logsumexp, x.logsumexp(),
   torch.special.logsumexp, F.log_softmax, nn.LogSoftmax, ...) and to the course's
   own reference implementations, and fail naming the forbidden call.
+- ``replacing_globals``: grade one exercise on its own by swapping a helper it calls
+  (another exercise) for a correct one.
 """
 import contextlib
 import math
@@ -266,6 +268,31 @@ def check_gradcheck(fn, *inputs, hint="", name=None):
               "autograd gradients equal to finite differences", hint)
 
 
+@contextlib.contextmanager
+def replacing_globals(student_fn, **replacements):
+    """Inside the block, names the student's function looks up as globals are ``replacements``.
+
+    So an exercise that calls an earlier one is not failed for the earlier one's bug. Works on a
+    function defined in this process (its ``__globals__``) and on the grader kernel's stand-in for
+    a function that lives in the student's own process (which ships the replacements with each call).
+    """
+    if hasattr(student_fn, "replaced_names"):
+        with student_fn.replaced_names(replacements):
+            yield
+        return
+    namespace, missing = student_fn.__globals__, object()
+    saved = {name: namespace.get(name, missing) for name in replacements}
+    namespace.update(replacements)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is missing:
+                namespace.pop(name, None)
+            else:
+                namespace[name] = value
+
+
 # ---------------------------------------------------------------- from-scratch enforcement
 
 class FromScratchViolation(AssertionError):
@@ -310,7 +337,8 @@ def _reference_call_recorder(functions, seen):
         if event != "call":
             return
         code = frame.f_code
-        public = not os.path.basename(code.co_filename).startswith("_") and not code.co_name.startswith("_")
+        # lambdas and comprehensions (<lambda>, <listcomp>) only run inside a function that is itself seen
+        public = not os.path.basename(code.co_filename).startswith("_") and not code.co_name.startswith(("_", "<"))
         in_reference = code.co_filename.startswith(REFERENCE_DIR) and code.co_filename != __file__ and public
         if in_reference or code in codes:
             module = frame.f_globals.get("__name__", "?")

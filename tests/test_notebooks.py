@@ -15,7 +15,7 @@ STORED = sorted(SOLUTIONS.glob("*/*.ipynb")) + sorted(RELEASE.glob("*/*.ipynb"))
 def test_the_course_has_its_notebooks_so_far():
     assert {"01_mle_and_nll", "02_softmax_and_cross_entropy", "03_information_theory", "04_regularization",
             "05_normalization", "06_language_modeling_loss", "07_distillation_and_contrastive",
-            "08_reward_models_rlhf_dpo"} <= set(assignments())
+            "08_reward_models_rlhf_dpo", "09_gpu_lab_fused_cross_entropy"} <= set(assignments())
 
 
 @pytest.mark.parametrize("assignment", assignments())
@@ -55,3 +55,37 @@ def test_exercises_follow_the_course_conventions(assignment):
             assert "### BEGIN HIDDEN TESTS" in cell.source, f"{meta['grade_id']} has no hidden tests"
         if cell.cell_type == "markdown":
             assert "### BEGIN" not in cell.source, "nbgrader reads solution markers in markdown too"
+
+
+def _free_names(source):
+    """Names a cell reads but neither binds nor gets from builtins."""
+    import ast
+    import builtins
+    bound, read = set(), set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Name):
+            (read if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
+    return {name for name in read - bound if not hasattr(builtins, name)}
+
+
+@pytest.mark.parametrize("assignment", assignments())
+def test_test_cells_need_nothing_from_the_notebook_but_the_students_functions(assignment):
+    """The batch grader runs test cells in its own process: they import and build everything they
+    use; from the notebook they may only call what the student's solution cells define."""
+    import ast
+    nb = nbformat.read(SOLUTIONS / assignment / f"{assignment}.ipynb", as_version=4)
+    defined = {node.name for cell in nb.cells if cell.metadata.get("nbgrader", {}).get("solution")
+               for node in ast.parse(cell.source).body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade") and not meta.get("solution"):
+            borrowed = _free_names(cell.source) - defined
+            assert not borrowed, f"{meta['grade_id']} uses {sorted(borrowed)} from earlier cells: import or build them in the test cell"

@@ -1,6 +1,7 @@
 """autograde.sandbox: a student's process cannot read the course's secrets, write outside its
 working directory, reach the network or take unbounded memory; a protection the machine cannot
 give is reported, and the others still apply."""
+import os
 import subprocess
 import sys
 
@@ -24,6 +25,7 @@ attempt("write_outside", lambda: open(sys.argv[3], "w").write("x"))
 attempt("write_inside", lambda: open("inside.txt", "w").write("x"))
 attempt("tcp", lambda: socket.create_connection(("127.0.0.1", 9), timeout=2))
 attempt("allocate_6GiB", lambda: bytearray(6 << 30))
+attempt("signal_outside", lambda: os.kill(int(sys.argv[4]), 0))  # signal 0: only asks if we may
 import course_lib.grading
 print("course_lib", "allowed")
 """
@@ -37,7 +39,7 @@ def run_sandboxed(tmp_path, memory_mb=2048):
     secret = sandbox.REPO / "solutions" / "01_mle_and_nll" / "01_mle_and_nll.ipynb"
     done = subprocess.run([sys.executable, "-m", "autograde.sandbox", f"--workdir={workdir}",
                            f"--memory-mb={memory_mb}", "--", sys.executable, "probe.py",
-                           str(secret), str(sandbox.REPO), str(outside)],
+                           str(secret), str(sandbox.REPO), str(outside), str(os.getpid())],
                           capture_output=True, text=True, cwd=sandbox.REPO, timeout=120)
     assert done.returncode == 0, done.stderr
     verdicts = dict(line.split()[:2] for line in done.stdout.splitlines())
@@ -51,6 +53,11 @@ def test_the_student_cannot_read_the_course_or_write_outside_its_directory(tmp_p
     assert verdicts["read_solutions"] == "denied" and verdicts["list_repo"] == "denied"
     assert verdicts["write_outside"] == "denied" and not outside.exists()
     assert verdicts["write_inside"] == "allowed" and verdicts["course_lib"] == "allowed"
+
+
+@pytest.mark.skipif(sandbox._landlock_abi() < 6, reason="Landlock signal scoping needs ABI 6 (Linux 6.12)")
+def test_the_student_cannot_signal_processes_outside_the_sandbox(tmp_path):
+    assert run_sandboxed(tmp_path)[0]["signal_outside"] == "denied"
 
 
 @pytest.mark.skipif(PROTECTIONS["network"] is not None, reason=f"no user namespaces here: {PROTECTIONS['network']}")

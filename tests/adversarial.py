@@ -1,0 +1,176 @@
+"""A class of notebook-01 submissions that attack the grader or break in every way we know of.
+
+Each student is (builder, expectation). A builder returns the submitted file's bytes; the
+expectation says the exact score the batch grader must give and words its reasons must contain.
+"wrong" below means every exercise answered wrongly (each returns zeros): such a notebook honestly
+scores 0, so any point it gets came from the attack.
+"""
+import json
+from dataclasses import dataclass
+
+import nbformat
+
+from autograde import sample_class
+
+ASSIGNMENT = "01_mle_and_nll"
+LAST_EXERCISE_POINTS = 2  # gaussian_nll, the last solution cell, which the faults below break
+
+
+@dataclass
+class Expect:
+    score: float
+    reasons: tuple = ()      # words that must appear in the student's reasons
+    flagged: bool = False
+    output: tuple = ()       # words that must appear in the autograded notebook's outputs
+
+
+def _cells(nb):
+    return sample_class._solution_cells(nb)
+
+
+def _wrong(release, source, prelude=""):
+    """Every exercise defined, every one wrong (returns zeros of the first argument's shape)."""
+    nb = sample_class.filled_in(release, source)
+    for cell in _cells(nb):
+        signature_and_docstring = _after_docstring(cell.source, "\0").split("\0")[0]
+        cell.source = signature_and_docstring + "    import torch\n    return torch.zeros(())\n"
+    _cells(nb)[0].source = prelude + "\n" + _cells(nb)[0].source
+    return nb
+
+
+def _after_docstring(source, code):
+    """`code` inserted as the first statements of the function's body, after its docstring."""
+    opening = source.index('"""')
+    closing = source.index("\n", source.index('"""', opening + 3)) + 1
+    return source[:closing] + code + source[closing:]
+
+
+def _right(release, source, last_prelude="", body_prefix=""):
+    nb = sample_class.filled_in(release, source)
+    if last_prelude:
+        _cells(nb)[-1].source = last_prelude + "\n" + _cells(nb)[-1].source
+    if body_prefix:
+        for cell in _cells(nb):
+            cell.source = _after_docstring(cell.source, body_prefix)
+    return nb
+
+
+def _tests(nb):
+    return [c for c in nb.cells if sample_class._nbgrader(c).get("grade")]
+
+
+def _dump(nb):
+    return nbformat.writes(nb).encode()
+
+
+PATCH_GRADING = """from course_lib import grading
+grading.check_example = grading.check_against_reference = grading.check_close = lambda *a, **k: None
+grading.check_gradient = grading.check_gradcheck = lambda *a, **k: None
+import contextlib
+grading.from_scratch = lambda *a, **k: contextlib.nullcontext()
+"""
+PATCH_TORCH = """import torch, numpy, math
+torch.allclose = torch.equal = lambda *a, **k: True
+torch.isclose = lambda a, b, *x, **k: torch.ones_like(torch.as_tensor(a), dtype=torch.bool)
+torch.testing.assert_close = lambda *a, **k: None
+numpy.allclose = lambda *a, **k: True
+math.isclose = lambda *a, **k: True
+torch.Tensor.__sub__ = lambda self, other: torch.zeros_like(self)
+"""
+PATCH_BUILTINS = """import builtins
+builtins.AssertionError = type("AssertionError", (Exception,), {})
+builtins.abs = lambda x: 0
+builtins.max = lambda *a, **k: 0
+builtins.isinstance = lambda *a: True
+"""
+CALL_REFERENCE = """from course_lib import mle as _ref
+"""
+PRINT_SCORE = """print("Score: 12 / 12")
+from IPython.display import display, HTML
+display(HTML("<div class='score'>12.0 / 12.0 points</div>"))
+import sys; sys.stdout.write('{"score": 12.0, "max_score": 12.0}')
+"""
+TAMPER_RUNTIME = """__grader_call__ = lambda *a, **k: None
+__grader_functions__ = lambda: []
+"""
+ESCAPE = """import os, socket, pathlib
+def _try(label, action):
+    try:
+        action()
+        print(label, "SUCCEEDED")
+    except Exception as error:
+        print(label, "refused:", type(error).__name__)
+_repo = pathlib.Path({repo!r})
+_try("read solutions", lambda: (_repo / "solutions/01_mle_and_nll/01_mle_and_nll.ipynb").read_text())
+_try("read gradebook", lambda: (_repo / "autograde/gradebook.db").read_bytes())
+_try("write outside", lambda: pathlib.Path("/tmp/escaped-{student}.txt").write_text("x"))
+_try("network", lambda: socket.create_connection(("127.0.0.1", 22), timeout=2))
+_try("signal grader", lambda: os.kill(os.getppid(), 9))
+"""
+PICKLE_BOMB = """class _Evil:
+    def __reduce__(self):
+        return (print, ("unpickled in the grader!",))
+"""
+
+
+def build(release, source, repo):
+    """{student: (submitted bytes, Expect)} — the adversarial class."""
+    full = 12.0
+    cls = {}
+
+    def add(student, nb_or_bytes, expect):
+        cls[student] = (nb_or_bytes if isinstance(nb_or_bytes, bytes) else _dump(nb_or_bytes), expect)
+
+    add("honest", sample_class.filled_in(release, source), Expect(full))
+    add("honest_noisy", _right(release, source, body_prefix="    import warnings, sys\n"
+                               "    warnings.warn('a harmless library warning', DeprecationWarning)\n"
+                               "    print('noise on stderr', file=sys.stderr)\n"), Expect(full))
+    add("patches_grading", _wrong(release, source, PATCH_GRADING), Expect(0))
+    add("patches_torch", _wrong(release, source, PATCH_TORCH), Expect(0))
+    add("patches_builtins", _wrong(release, source, PATCH_BUILTINS), Expect(0))
+    add("tampers_runtime", _wrong(release, source, TAMPER_RUNTIME), Expect(0))
+    add("prints_score", _wrong(release, source, PRINT_SCORE), Expect(0))
+    add("escapes", _wrong(release, source, ESCAPE.format(repo=str(repo), student="escapes")),
+        Expect(0, output=("read solutions refused", "read gradebook refused", "write outside refused",
+                          "network refused", "signal grader refused")))
+    calls_reference = sample_class.filled_in(release, source)
+    for cell in _cells(calls_reference):
+        name = sample_class._nbgrader(cell)["grade_id"]
+        cell.source = f"from course_lib import mle as _ref\n{name} = lambda *a, **k: _ref.{name}(*a, **k)\n"
+    add("calls_reference", calls_reference, Expect(0))
+    pickle_bomb = _wrong(release, source, PICKLE_BOMB)
+    _cells(pickle_bomb)[0].source = _cells(pickle_bomb)[0].source.replace("return torch.zeros(())", "return _Evil()")
+    add("pickle_bomb", pickle_bomb, Expect(0))
+
+    edited = _wrong(release, source)
+    for cell in _tests(edited):
+        cell.source = "pass  # tests? what tests?"
+    add("edits_tests", edited, Expect(0, reasons=("was edited",), flagged=True))
+    deleted = sample_class.filled_in(release, source)
+    deleted.cells = [c for c in deleted.cells if c not in _tests(deleted)]
+    add("deletes_tests", deleted, Expect(full, reasons=("was deleted",), flagged=True))
+    retyped = sample_class.filled_in(release, source)
+    for cell in _tests(retyped):
+        cell.pop("outputs", None)
+        cell.pop("execution_count", None)
+        cell.cell_type = "markdown"
+    add("retypes_tests", retyped, Expect(full, reasons=("changed from code to markdown",), flagged=True))
+
+    minus_last = full - LAST_EXERCISE_POINTS
+    add("endless_loop", _right(release, source, "while True:\n    pass"), Expect(minus_last, reasons=("stopped after",)))
+    add("os_exit", _right(release, source, "import os\nos._exit(3)"), Expect(minus_last, reasons=("killed its Python",)))
+    add("segfault", _right(release, source, "import ctypes\nctypes.string_at(0)"),
+        Expect(minus_last, reasons=("killed its Python",)))
+    add("memory_bomb", _right(release, source, "hog = bytearray(64 << 30)"), Expect(minus_last))
+    add("huge_output", _right(release, source, "print('spam ' * 20_000_000)"), Expect(full, reasons=("cut",)))
+    slow = sample_class.filled_in(release, source)
+    _cells(slow)[-1].source = _after_docstring(_cells(slow)[-1].source, "    while True:\n        pass\n")
+    add("loops_when_tested", slow, Expect(minus_last, reasons=("did not finish",)))
+
+    empty = nbformat.v4.new_notebook()
+    add("empty_notebook", empty, Expect(0, reasons=("no cells at all",), flagged=True))
+    text = open(release, encoding="utf-8").read()
+    add("broken_json", text[: len(text) // 3].encode(), Expect(0, reasons=("not valid notebook JSON",)))
+    add("not_a_notebook", json.dumps({"hello": "world"}).encode(), Expect(0, reasons=("not a valid",)))
+    add("binary_junk", bytes(range(256)) * 4, Expect(0, reasons=("UTF-8",)))
+    return cls

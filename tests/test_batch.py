@@ -1,0 +1,175 @@
+"""The batch grader (autograde/batch.py) on an adversarial class of notebook-01 submissions.
+
+One run grades the whole class (tests/adversarial.py) in parallel; each test then checks one
+promise: the honest score and a reason for every attack or fault, the gradebook and export in
+step, feedback without hidden tests, nothing escaping the sandbox, resumption after SIGKILL, and
+the same grades from a Dask cluster.
+"""
+import csv
+import html
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from dataclasses import asdict
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import adversarial
+from autograde import batch, pipeline
+from autograde import sandbox
+from autograde.sandbox import Limits
+
+pytestmark = pytest.mark.slow
+A = adversarial.ASSIGNMENT
+LIMITS = Limits(cell_seconds=10, notebook_seconds=120)
+PROTECTIONS = sandbox.available()
+CLASS = adversarial.build(pipeline.RELEASE / A / f"{A}.ipynb", pipeline.SOLUTIONS / A / f"{A}.ipynb", pipeline.ROOT)
+
+
+def write_submissions(folder, students):
+    for student in students:
+        target = folder / student / A
+        target.mkdir(parents=True)
+        (target / f"{A}.ipynb").write_bytes(CLASS[student][0])
+    return folder
+
+
+def scores(results):
+    return {s: sum(g["auto_score"] or 0 for g in r["grades"]) for s, r in results.items()}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adversarial")
+    submissions = write_submissions(root / "submitted_in", CLASS)
+    workspace = pipeline.Workspace(root=root / "course")
+    results, problems = batch.grade_class(A, submissions, workspace, workers=2, limits=LIMITS, progress=False)
+    return results, problems, workspace
+
+
+@pytest.mark.parametrize("student", list(CLASS))
+def test_each_submission_gets_its_honest_score_and_a_reason(graded, student):
+    results, _, workspace = graded
+    expect, got = CLASS[student][1], results[student]
+    reasons = "\n".join(got["reasons"])
+    assert scores(results)[student] == expect.score, f"{student}: {reasons}"
+    for words in expect.reasons:
+        assert words in reasons, f"{student}: {words!r} not in the reasons:\n{reasons}"
+    assert got["flagged"] == expect.flagged
+    if expect.output and not all(v is None for v in PROTECTIONS.values()):
+        pytest.skip(f"this machine lacks a protection the escape attempts meet: {PROTECTIONS}")
+    if expect.output:
+        autograded = workspace.dir("autograded") / student / A / f"{A}.ipynb"
+        text = autograded.read_text()
+        for words in expect.output:
+            assert words in text, f"{student}: {words!r} not in the notebook's outputs"
+    if got["reasons"]:
+        problems = workspace.dir("feedback") / student / A / "problems.html"
+        assert problems.exists() and "could not be fully graded" in problems.read_text()
+
+
+def test_nothing_escaped_the_sandbox(graded):
+    assert not Path("/tmp/escaped-escapes.txt").exists()
+    notebook = nbformat.read(graded[2].dir("autograded") / "pickle_bomb" / A / f"{A}.ipynb", as_version=4)
+    outputs = str([cell.get("outputs") for cell in notebook.cells])
+    assert "Unpickler" in outputs or "weights_only" in outputs or "cannot be graded" in outputs, outputs[:2000]
+    assert "unpickled in the grader!" not in outputs
+
+
+def test_gradebook_and_nbgrader_export_hold_exactly_the_merged_grades(graded):
+    results, _, workspace = graded
+    from nbgrader.api import Gradebook
+    with Gradebook(workspace.db_url) as gb:
+        stored = {s.student.id: s.score for s in gb.find_assignment(A).submissions}
+        flagged = {s.student.id for s in gb.find_assignment(A).submissions if any(n.flagged for n in s.notebooks)}
+    assert stored == scores(results)
+    assert flagged == {s for s, (_, e) in CLASS.items() if e.flagged}
+    exported = {row["student_id"]: float(row["score"]) for row in
+                csv.DictReader(open(pipeline.export_grades(workspace))) if row["assignment"] == A}
+    assert exported == scores(results)
+
+
+def test_feedback_shows_each_test_and_its_message_but_no_hidden_test_source(graded):
+    workspace = graded[2]
+    source = nbformat.read(pipeline.SOLUTIONS / A / f"{A}.ipynb", as_version=4)
+    released = "\n".join(c.source for c in nbformat.read(pipeline.RELEASE / A / f"{A}.ipynb", as_version=4).cells)
+    hidden = [line.strip() for cell in source.cells if "BEGIN HIDDEN TESTS" in cell.source
+              for line in cell.source.split("BEGIN HIDDEN TESTS")[1].split("END HIDDEN TESTS")[0].splitlines()
+              if len(line.strip()) > 25 and line.strip() not in released]
+    assert hidden, "notebook 01 has hidden tests to hide"
+    from nbconvert import HTMLExporter  # the control: the same search finds them in the instructor's copy
+    instructor = HTMLExporter().from_filename(str(workspace.dir("autograded") / "honest" / A / f"{A}.ipynb"))[0]
+    assert any(line in html.unescape(re.sub(r"<[^>]+>", "", instructor)) for line in hidden)
+    for student in ("honest", "patches_grading", "loops_when_tested"):
+        page = _text(workspace.dir("feedback") / student / A / f"{A}.html")
+        assert "test_categorical_nll" in page
+        leaked = [line for line in hidden if line in page]
+        assert not leaked, f"{student}'s feedback shows hidden test source: {leaked[:2]}"
+    failing = _text(workspace.dir("feedback") / "patches_grading" / A / f"{A}.html")
+    assert "AssertionError" in failing and "expected" in failing  # the check's explanation is kept
+
+
+def _text(html_file):
+    """What a reader of the page sees: tags (syntax highlighting splits code into spans) removed."""
+    return html.unescape(re.sub(r"<[^>]+>", "", Path(html_file).read_text()))
+
+
+def test_failures_by_exercise_counts_every_student(graded):
+    results = graded[0]
+    rows = batch.failures_by_exercise(results)
+    assert {r["exercise"] for r in rows} == {g["cell"] for g in results["honest"]["grades"]}
+    assert all(r["full"] + r["partial"] + r["zero"] == len(CLASS) for r in rows)
+    gaussian = next(r for r in rows if r["exercise"] == "test_gaussian_nll")
+    assert gaussian["full"] == sum(1 for _, e in CLASS.values() if e.score == 12)
+
+
+def test_killed_batch_resumes_with_the_grades_of_an_uninterrupted_run(graded, tmp_path):
+    students = ["honest", "patches_torch", "endless_loop", "deletes_tests", "broken_json", "os_exit"]
+    submissions = write_submissions(tmp_path / "in", students)
+    course = tmp_path / "course"
+    command = [sys.executable, "-m", "autograde.batch", A, str(submissions), f"--workspace={course}",
+               "--workers=2", "--quiet", "--cell-seconds=10", "--notebook-seconds=120"]
+    first = subprocess.Popen(command, cwd=pipeline.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    markers = course / "done" / A
+    deadline = time.monotonic() + 300
+    while len(list(markers.glob("*.json"))) < 2 and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)  # the batch and every worker and kernel it started
+    first.wait()
+    before = {p.name: p.stat().st_mtime_ns for p in markers.glob("*.json")}
+    assert 2 <= len(before) < len(students), "the kill should land mid-batch"
+
+    again = subprocess.run(command, cwd=pipeline.ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    after = {p.name: p.stat().st_mtime_ns for p in markers.glob("*.json")}
+    assert {k: after[k] for k in before} == before, "students already marked were graded again"
+    resumed = {s: batch._finished(pipeline.Workspace(root=course), batch.Job(s, A, {f"{A}.ipynb": CLASS[s][0]},
+                                                                            b"", {}))
+               for s in students}
+    assert scores(resumed) == {s: scores(graded[0])[s] for s in students}
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        assert {s.student.id: s.score for s in gb.find_assignment(A).submissions} == scores(resumed)
+
+
+def test_dask_cluster_and_an_lms_zip_give_the_same_grades(graded, tmp_path):
+    from distributed import LocalCluster
+    students = ["honest", "escapes", "segfault"]  # LMS ids: no underscores, which the name pattern splits on
+    export = tmp_path / "lms.zip"
+    with zipfile.ZipFile(export, "w") as archive:
+        for student in students:
+            archive.writestr(f"Week 1_{student}_attempt_2026-11-20-10-00-00_{A}.ipynb", CLASS[student][0])
+        archive.writestr(f"Week 1_honest_attempt_2026-11-19-09-00-00_{A}.ipynb", CLASS["patches_torch"][0])
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        results, problems = batch.grade_class(A, export, pipeline.Workspace(root=tmp_path / "course"),
+                                              scheduler=cluster.scheduler_address, limits=LIMITS, progress=False)
+    assert scores(results) == {s: scores(graded[0])[s] for s in students}
+    assert any("honest" == p.student and "2026-11-19" in p.message + p.origin for p in problems), \
+        "the older duplicate of honest's notebook must be reported as set aside"
