@@ -36,6 +36,9 @@ from autograde import pipeline
 from autograde.sandbox import Limits
 
 KERNEL_NAME = "llm-losses-grader"
+# nbgrader's Gradebook runs the `alembic` script, which lives beside this Python (a venv's bin/ may not be
+# on PATH when the venv's python is called directly, as `make test` does); worker processes inherit it.
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 # How an LMS names loose files (the pattern nbgrader's zip_collect documentation uses):
 # "<anything>_<student>_attempt_<yyyy-mm-dd-hh-mm-ss>_<file name>"
 NAMED_REGEXP = r".*_(?P<student_id>\w+)_attempt_(?P<timestamp>[0-9\-]+)_(?P<file_id>.*)"
