@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -129,11 +130,32 @@ def _lay_out(course, job):
     spec = course / "jupyter" / "kernels" / KERNEL_NAME
     spec.mkdir(parents=True)
     env = {"GRADER_TRUSTED_CELLS": str(course / "trusted.json"), "GRADER_LIMITS": json.dumps(job.limits),
-           "GRADER_EVENTS": str(course / "events.jsonl"), "PYTHONPATH": str(HERE.parent),
-           "OMP_NUM_THREADS": str(job.threads), "MKL_NUM_THREADS": str(job.threads)}
+           "GRADER_EVENTS": str(course / "events.jsonl"), "GRADER_ZYGOTE": zygote_socket(),
+           "PYTHONPATH": str(HERE.parent), "OMP_NUM_THREADS": str(job.threads), "MKL_NUM_THREADS": str(job.threads)}
+    zygote = env["GRADER_ZYGOTE"]
+    argv = ([sys.executable, "-I", "-S", str(HERE / "kernel_launcher.py"), zygote, "{connection_file}"] if zygote else
+            [sys.executable, "-m", "autograde.grader_kernel", "-f", "{connection_file}"])
     (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "autograde.grader_kernel", "-f", "{connection_file}"],
+        "argv": argv,
         "display_name": "Python 3 (graded, sandboxed)", "language": "python", "env": env}))
+
+
+_zygote = None  # this worker's autograde.zygote: (process, socket path), started for its first student
+
+
+def zygote_socket():
+    """The socket of this worker's zygote, which forks students' kernels warm; "" if it cannot start."""
+    global _zygote
+    if _zygote is None or _zygote[0].poll() is not None:
+        folder = tempfile.mkdtemp(prefix="zygote-")
+        path = os.path.join(folder, "socket")
+        process = subprocess.Popen([sys.executable, "-m", "autograde.zygote", path], cwd=HERE.parent,
+                                   env=dict(os.environ, MPLCONFIGDIR=folder), stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while not os.path.exists(path) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _zygote = (process, path)
+    return _zygote[1] if os.path.exists(_zygote[1]) else ""
 
 
 def trusted_cell_digests(db_path, assignment):

@@ -23,6 +23,7 @@ one who copies course_lib's source can), but never the comparison with the expec
 """
 import ast
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -42,12 +43,14 @@ from jupyter_client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 
 from autograde.sandbox import Limits
+from autograde.zygote import ForkedKernel
 from course_lib import grading, memory_budget  # imported before any check runs: their import is not a call
 
 HERE = Path(__file__).resolve().parent
 TRUSTED_CELLS_ENV = "GRADER_TRUSTED_CELLS"   # a JSON file: the sha256 of each test cell's source
 LIMITS_ENV = "GRADER_LIMITS"                 # a JSON object of autograde.sandbox.Limits fields
 EVENTS_ENV = "GRADER_EVENTS"                 # a file this kernel appends what went wrong to, one JSON per line
+ZYGOTE_ENV = "GRADER_ZYGOTE"                 # the socket of an autograde.zygote, if the batch worker runs one
 RELAYED = {"stream", "display_data", "update_display_data", "execute_result", "error", "clear_output"}
 
 
@@ -84,11 +87,17 @@ class StudentKernel:
     def start(self):
         connection = self.workdir / "kernel.json"
         write_connection_file(str(connection), transport="ipc", ip=str(self.workdir / "ipc"))
-        launcher = [sys.executable, str(HERE / "sandbox.py"), f"--workdir={self.workdir}", *self.limits.args(), "--",
-                    sys.executable, "-m", "ipykernel_launcher", "-f", str(connection),
-                    "--HistoryManager.hist_file=:memory:", "--IPKernelApp.matplotlib=inline"]
-        self.process = subprocess.Popen(launcher, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        zygote = os.environ.get(ZYGOTE_ENV)
+        if zygote and os.path.exists(zygote):  # a warm parent forks the kernel: no Python start, no imports
+            self.process = ForkedKernel(zygote, {"connection_file": str(connection), "workdir": str(self.workdir),
+                                                 "limits": dataclasses.asdict(self.limits),
+                                                 "threads": int(os.environ.get("OMP_NUM_THREADS", "1"))})
+        else:
+            launcher = [sys.executable, str(HERE / "sandbox.py"), f"--workdir={self.workdir}", *self.limits.args(),
+                        "--", sys.executable, "-m", "ipykernel_launcher", "-f", str(connection),
+                        "--HistoryManager.hist_file=:memory:", "--IPKernelApp.matplotlib=inline"]
+            self.process = subprocess.Popen(launcher, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL, start_new_session=True)
         self.client = BlockingKernelClient(connection_file=str(connection))
         self.client.load_connection_file()
         self.client.start_channels()
@@ -102,7 +111,10 @@ class StudentKernel:
         if self.client:
             self.client.stop_channels()
         if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, 9)
+            try:
+                os.killpg(self.process.pid, 9)
+            except ProcessLookupError:  # forked a moment ago, not yet the leader of its own group
+                os.kill(self.process.pid, 9)
             self.process.wait()
 
     def restart(self):

@@ -150,17 +150,23 @@ def main(argv=None):
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     prepare_workdir(args.workdir)
     os.chdir(args.workdir)
-    skipped = []
-    for name, apply in (("network", cut_network),
-                        ("landlock", lambda: restrict_files(readable_paths(), [args.workdir, "/dev/null"])),
-                        ("rlimits", lambda: limit_resources(args.memory_mb, args.cpu_seconds, args.file_mb))):
-        try:
-            apply()
-        except (OSError, ValueError) as error:
-            skipped.append(f"{name}: {error}")
+    skipped = apply(args.workdir, args.memory_mb, args.cpu_seconds, args.file_mb)
     if skipped:
         Path(args.workdir, "sandbox-skipped.txt").write_text("\n".join(skipped))
     os.execv(command[0], command)
+
+
+def apply(workdir, memory_mb, cpu_seconds, file_mb):
+    """Every protection this machine can give, to this process from now on; returns those it could not."""
+    skipped = []
+    for name, protect in (("network", cut_network),
+                          ("landlock", lambda: restrict_files(readable_paths(), [str(workdir), "/dev/null"])),
+                          ("rlimits", lambda: limit_resources(memory_mb, cpu_seconds, file_mb))):
+        try:
+            protect()
+        except (OSError, ValueError) as error:
+            skipped.append(f"{name}: {error}")
+    return skipped
 
 
 if __name__ == "__main__":

@@ -106,6 +106,14 @@ _try("read gradebook", lambda: (_repo / "autograde/gradebook.db").read_bytes())
 _try("write outside", lambda: pathlib.Path("/tmp/escaped-{student}.txt").write_text("x"))
 _try("network", lambda: socket.create_connection(("127.0.0.1", 22), timeout=2))
 _try("signal grader", lambda: os.kill(os.getppid(), 9))
+def _ask_zygote():  # a kernel forked by the batch's zygote still holds its socket path in sys.argv
+    import json, sys
+    client = socket.socket(socket.AF_UNIX)
+    client.connect(sys.argv[-1])
+    client.sendall(json.dumps({{"connection_file": "k.json", "workdir": "/", "limits": {{}}}}).encode() + b"\\n")
+    if not client.recv(100):
+        raise PermissionError("the zygote hung up")
+_try("ask zygote", _ask_zygote)
 """
 PICKLE_BOMB = """class _Evil:
     def __reduce__(self):
@@ -132,7 +140,7 @@ def build(release, source, repo):
     add("prints_score", _wrong(release, source, PRINT_SCORE), Expect(0))
     add("escapes", _wrong(release, source, ESCAPE.format(repo=str(repo), student="escapes")),
         Expect(0, output=("read solutions refused", "read gradebook refused", "write outside refused",
-                          "network refused", "signal grader refused")))
+                          "network refused", "signal grader refused", "ask zygote refused")))
     calls_reference = sample_class.filled_in(release, source)
     for cell in _cells(calls_reference):
         name = sample_class._nbgrader(cell)["grade_id"]
