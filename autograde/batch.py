@@ -510,6 +510,11 @@ def main(argv=None):
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     limits = Limits(**{name: getattr(args, name) for name in asdict(Limits())})
+    from autograde import sandbox
+    for protection, reason in sandbox.available().items():
+        if reason:
+            print(f"warning: this machine cannot apply the sandbox's {protection} protection ({reason}); "
+                  f"grading goes on with the others", file=sys.stderr)
     workspace = pipeline.Workspace(root=Path(args.workspace).resolve())
     from autograde.collect import read_roster
     roster = read_roster(args.roster) if args.roster else None
