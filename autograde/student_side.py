@@ -35,21 +35,6 @@ def __grader_runtime__():
             raise NameError(f"name {name!r} is not defined: run the cell that defines it")
         return fn
 
-    @contextlib.contextmanager
-    def replaced(replacements):
-        """The test's stand-ins for some global names (a helper from another exercise), during one call."""
-        missing = object()
-        saved = {name: namespace.get(name, missing) for name in replacements}
-        namespace.update(replacements)
-        try:
-            yield
-        finally:
-            for name, value in saved.items():
-                if value is missing:
-                    namespace.pop(name, None)
-                else:
-                    namespace[name] = value
-
     class Unpickler(pickle.Unpickler):
         def persistent_load(self, reference):  # the grader's stand-in for one of the student's functions
             return student_function(reference[1])
@@ -99,7 +84,7 @@ def __grader_runtime__():
             fn = student_function(name)
             memory = memory_budget.PeakMemory() if measure else contextlib.nullcontext()
             with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed), \
-                    warnings.catch_warnings(), replaced(replacements), memory:
+                    warnings.catch_warnings(), grading.names_replaced(namespace, replacements), memory:
                 warnings.simplefilter("always")
                 warnings.showwarning = lambda m, c, f, l, file=None, line=None: printed.write(f"{c.__name__}: {m}\n")
                 # always: the course's reference implementations may not stand in for the student's work

@@ -279,8 +279,15 @@ def replacing_globals(student_fn, **replacements):
     if hasattr(student_fn, "replaced_names"):
         with student_fn.replaced_names(replacements):
             yield
-        return
-    namespace, missing = student_fn.__globals__, object()
+    else:
+        with names_replaced(student_fn.__globals__, replacements):
+            yield
+
+
+@contextlib.contextmanager
+def names_replaced(namespace, replacements):
+    """``namespace`` (a dict of globals) holds ``replacements`` inside the block, and its own values after."""
+    missing = object()
     saved = {name: namespace.get(name, missing) for name in replacements}
     namespace.update(replacements)
     try:
