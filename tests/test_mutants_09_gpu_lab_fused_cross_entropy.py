@@ -42,9 +42,8 @@ def _block(V, block_size):
 # ------------------------------------------------------------------ online_logsumexp
 
 @triton.jit
-def _lse_variant(x_ptr, out_ptr, row_stride, V, BLOCK: tl.constexpr, BUG: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    row_ptr = x_ptr + row * row_stride
+def _row_lse_variant(row_ptr, V, BLOCK: tl.constexpr, BUG: tl.constexpr):
+    """One row's online log-sum-exp, with the named bug planted (any other BUG: none)."""
     if BUG == "start at -inf":
         m = tl.full((), float("-inf"), tl.float32)
     else:
@@ -67,9 +66,16 @@ def _lse_variant(x_ptr, out_ptr, row_stride, V, BLOCK: tl.constexpr, BUG: tl.con
             s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), axis=0)
         m = m_new
     if BUG == "no max subtraction":
-        tl.store(out_ptr + row, tl.log(s))
+        lse = tl.log(s)
     else:
-        tl.store(out_ptr + row, m + tl.log(s))
+        lse = m + tl.log(s)
+    return lse
+
+
+@triton.jit
+def _lse_variant(x_ptr, out_ptr, row_stride, V, BLOCK: tl.constexpr, BUG: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    tl.store(out_ptr + row, _row_lse_variant(x_ptr + row * row_stride, V, BLOCK, BUG))
 
 
 def _lse_launcher(bug):
@@ -133,25 +139,7 @@ def _forward_variant(z_ptr, y_ptr, loss_ptr, lse_ptr, row_stride, V, ignore_inde
                      BUG: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     row_ptr = z_ptr + row * row_stride
-    m = tl.full((), -3.0e38, tl.float32)
-    s = tl.zeros((), tl.float32)
-    for start in range(0, V, BLOCK):
-        cols = start + tl.arange(0, BLOCK)
-        z = tl.load(row_ptr + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
-        m_new = tl.maximum(m, tl.max(z, axis=0))
-        if BUG == "no max subtraction":
-            s = s + tl.sum(tl.exp(z), axis=0)
-        elif BUG == "no rescaling":
-            s = s + tl.sum(tl.exp(z - m_new), axis=0)
-        elif BUG == "bf16 accumulation":
-            s = (s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), axis=0)).to(tl.bfloat16).to(tl.float32)
-        else:
-            s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), axis=0)
-        m = m_new
-    if BUG == "no max subtraction":
-        lse = tl.log(s)
-    else:
-        lse = m + tl.log(s)
+    lse = _row_lse_variant(row_ptr, V, BLOCK, BUG)
     y = tl.load(y_ptr + row)
     keep = y != ignore_index
     z_y = tl.load(row_ptr + y, mask=keep, other=0.0).to(tl.float32)
