@@ -1,25 +1,30 @@
-"""The kernel nbgrader runs a submission in: test cells here, student code in a sandbox.
+"""The kernel nbgrader runs a submission in: test cells here, student code in two sandboxes.
 
-nbgrader sends every cell of the notebook to one kernel. This kernel keeps two processes apart:
+nbgrader sends every cell of the notebook to one kernel. This kernel keeps three processes apart:
 
 - a cell whose source is one of the assignment's test cells (as nbgrader restores them from the
   gradebook) runs HERE, in the grader's own Python, which student code never touches;
 - every other cell goes to the student's own ipykernel, started in `autograde.sandbox`, and its
-  output is relayed back as if it ran here.
+  output is relayed back as if it ran here;
+- a test cell's call to a student function runs in a third process, `autograde.call_server`: a
+  sandbox that has never run a student cell, where the course's reference implementations are not
+  (the notebook's own cells use them, so the student's kernel has them), and which can open no
+  socket to ask that kernel for them.
 
-A test cell sees each function the student defined as a `RemoteFunction`: calling it ships the
-arguments to the student's kernel, runs the function there under the exercise's from-scratch
-rules, and brings back its result (read with `torch.load(weights_only=True)`, so it can only be
-data), the new values of arguments it modified, and what it printed, which is shown as output, never
-as an error. Gradients flow through the call. So a submission cannot raise its score by
-redefining the grading helpers, torch, numpy or builtins, by printing a score, or by reading the
-hidden tests: those live in this process. A student cell that runs too long or kills its kernel
-fails with a reason; the kernel is restarted, the cells that ran before are replayed, and the
-notebook goes on.
+A test cell sees each function the student defined as a `RemoteFunction`: calling it has the
+student's kernel pickle the function (cloudpickle: code and globals by value), loads that in the
+call server, ships the arguments, runs the function there under the exercise's from-scratch rules,
+and brings back its result (read with `torch.load(weights_only=True)`, so it can only be data), the
+new values of arguments it modified, and what it printed, which is shown as output, never as an
+error. Gradients flow through the call. So a submission cannot raise its score by redefining the
+grading helpers, torch, numpy or builtins, by printing a score, by reading the hidden tests (those
+live in this process), or by calling the course's reference (that is not where the call runs). A
+student cell that runs too long or kills its kernel fails with a reason; the kernel is restarted,
+the cells that ran before are replayed, and the notebook goes on. A call that does the same fails
+that check, and the call server is restarted.
 
-The student's function runs under the exercise's from-scratch rules in the student's process,
-where the rules are checked; a student who rewrites this runtime there can evade that check (as
-one who copies course_lib's source can), but never the comparison with the expected values.
+What is checked inside the call server is the from-scratch rule on torch shortcuts: a function that
+switches that check off while it runs (through torch's private API) can hide a shortcut there.
 """
 import ast
 import contextlib
@@ -28,6 +33,9 @@ import hashlib
 import io
 import json
 import os
+import select
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -81,6 +89,7 @@ class StudentKernel:
         self.used_seconds = 0.0
         self.calls = 0
         self.replacements = {}  # name -> object, set around a call by RemoteFunction.replaced_names
+        self.server = CallServer(limits)
 
     # -- life cycle
 
@@ -108,6 +117,7 @@ class StudentKernel:
             record_event("sandbox", "protections this machine could not apply: " + self.skipped_protections)
 
     def stop(self):
+        self.server.stop()
         if self.client:
             self.client.stop_channels()
         if self.process and self.process.poll() is None:
@@ -189,17 +199,119 @@ class StudentKernel:
             return []
         return [n for n in names if isinstance(n, str) and n.isidentifier()]
 
-    def call(self, code, payload):
-        """Write `payload` to call.in, run `code` (a __grader_call__ or __grader_backward__), read call.out."""
-        (self.workdir / "call.in").write_bytes(payload)
-        out = self.workdir / "call.out"
-        out.unlink(missing_ok=True)
+    def new_test_cell(self):
+        """Functions are sent afresh to each test cell: the student may have redefined them since."""
+        self.server.loaded = set()
+
+    def load(self, names):
+        """Send each of `names` the call server lacks, pickled here by `__grader_export__`, to the call server."""
+        for name in sorted(set(names) - self.server.loaded):
+            exported = self.workdir / "export.pkl"
+            exported.unlink(missing_ok=True)
+            try:
+                reply = self.run(f"__grader_export__({name!r})", timeout=self.limits.cell_seconds)
+            except (TimeoutError, StudentKernelDied) as error:
+                self.restart()
+                raise AssertionError(f"{name} could not be handed to the grader: pickling it {error}") from None
+            if reply.get("status") != "ok" or not exported.exists():
+                raise AssertionError(f"{name} could not be handed to the grader: "
+                                     f"{reply.get('ename', 'no export')}: {reply.get('evalue', '')}")
+            if exported.stat().st_size > (self.limits.file_mb << 20):
+                raise AssertionError(f"{name} (with the globals it uses) is larger than {self.limits.file_mb} MB")
+            reply = self.server.request({"op": "load", "name": name}, exported.read_bytes(), "fn.in")
+            if reply["status"] != "ok":
+                raise AssertionError(f"{name} could not be loaded for grading: {reply['type']}: {reply['message']}")
+            self.server.loaded.add(name)
+
+    def call(self, request, payload):
+        """One request to the call server, timed against the notebook's budget."""
         started = time.monotonic()
         try:
-            self.run(code, timeout=self.limits.cell_seconds)
+            return self.server.request(request, payload, "call.in")
         finally:
             self.used_seconds += time.monotonic() - started
+
+
+class CallServer:
+    """The grader's end of `autograde.call_server`, started on first use and again after it dies."""
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self.process = self.connection = None
+        self.loaded = set()  # the student's functions it holds, as exported for the current test cell
+        self.reported = False
+
+    def start(self):
+        self.workdir = Path(tempfile.mkdtemp(prefix="calls-"))
+        zygote = os.environ.get(ZYGOTE_ENV)
+        request = {"workdir": str(self.workdir), "limits": dataclasses.asdict(self.limits),
+                   "threads": int(os.environ.get("OMP_NUM_THREADS", "1"))}
+        if zygote and os.path.exists(zygote):
+            self.process = ForkedKernel(zygote, dict(request, role="calls"))
+        else:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "autograde.call_server", request["workdir"], json.dumps(request["limits"]),
+                 str(request["threads"])], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True)
+        listening, deadline = self.workdir / "grader.sock", time.monotonic() + 60
+        while not listening.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise StudentKernelDied("the process for graded calls did not start")
+            time.sleep(0.01)
+        self.connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.connection.connect(str(listening))
+        self.lines = self.connection.makefile("rb")
+        skipped = json.loads(self._line(60))["skipped"]
+        if skipped and not self.reported:
+            self.reported = True
+            record_event("sandbox", "protections the process for graded calls could not get: " + "; ".join(skipped))
+
+    def stop(self):
+        if self.connection:
+            self.connection.close()
+            self.connection = None
+        if self.process and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, 9)
+            except ProcessLookupError:
+                os.kill(self.process.pid, 9)
+            self.process.wait()
+        self.process = None
+        self.loaded = set()
+        shutil.rmtree(getattr(self, "workdir", ""), ignore_errors=True)
+
+    def _line(self, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            ready, _, _ = select.select([self.connection], [], [], 0.2)
+            if ready:
+                line = self.lines.readline()
+                if not line:
+                    raise StudentKernelDied("the process running the call exited")
+                return line
+            if self.process.poll() is not None:
+                raise StudentKernelDied(f"the process running the call exited with status {self.process.returncode}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"stopped after {timeout:g} s")
+
+    def request(self, request, payload, filename):
+        """Write `payload` to `filename`, send `request`, read call.out; a timeout or death stops the server."""
+        if self.process is None:
+            self.start()
+        (self.workdir / filename).write_bytes(payload)
+        out = self.workdir / "call.out"
+        out.unlink(missing_ok=True)
+        try:
+            self.connection.sendall(json.dumps(request).encode() + b"\n")
+            self._line(self.limits.cell_seconds)
+        except (TimeoutError, StudentKernelDied):
+            self.stop()
+            raise
+        except OSError as error:  # the connection broke: the process is gone
+            self.stop()
+            raise StudentKernelDied(str(error)) from None
         if not out.exists() or out.stat().st_size > (self.limits.file_mb << 20):
+            self.stop()
             raise StudentKernelDied("the call returned no readable result")
         return torch.load(io.BytesIO(out.read_bytes()), weights_only=True)
 
@@ -244,28 +356,28 @@ class RemoteFunction:
             exercise = grading.ACTIVE_RULES[-1][1]
         self.kernel.calls += 1
         call_id = self.kernel.calls
-        payload = _dumps((_detached(args), _detached(kwargs), forbidden, exercise, self.kernel.replacements,
-                          _measuring()))
-        reply = self._checked(f"__grader_call__({self.__name__!r}, {call_id}, {keep_graph})", payload)
+        payload, named = _dumps((_detached(args), _detached(kwargs), forbidden, exercise, self.kernel.replacements,
+                                 _measuring()))
+        request = {"op": "call", "name": self.__name__, "id": call_id, "keep_graph": keep_graph}
+        reply = self._checked(request, payload, {self.__name__.split(".")[0], *named})
         _add_remote_peak(reply)
         _apply_changes(args, kwargs, reply.get("changed", {}))
         return reply["result"], call_id, reply.get("differentiable", [])
 
     def backward(self, call_id, grad_outputs):
-        reply = self._checked(f"__grader_backward__({call_id})", _dumps((grad_outputs, _measuring())))
+        reply = self._checked({"op": "backward", "id": call_id}, _dumps((grad_outputs, _measuring()))[0], ())
         _add_remote_peak(reply)
         return reply["result"]
 
-    def _checked(self, code, payload):
+    def _checked(self, request, payload, names):
         try:
-            reply = self.kernel.call(code, payload)
+            self.kernel.load(names)
+            reply = self.kernel.call(request, payload)
         except TimeoutError as error:
             record_event("timeout", f"{self.__name__}(...) called by a test did not finish: {error}")
-            self.kernel.restart()
             raise AssertionError(f"{self.__name__}(...) did not finish: {error} (an endless loop?)") from None
         except StudentKernelDied as error:
             record_event("died", f"{self.__name__}(...) called by a test killed its process: {error}")
-            self.kernel.restart()
             raise AssertionError(f"{self.__name__}(...) killed the Python process running it ({error}): "
                                  f"a crash, os._exit or running out of memory") from None
         if reply.get("printed"):
@@ -310,16 +422,25 @@ class _ThroughStudent(torch.autograd.Function):
 
 class _Pickler(cloudpickle.CloudPickler):
     """cloudpickle (functions defined in a test cell travel by value), with our RemoteFunctions sent as
-    references that the student's kernel resolves to its own functions of that name."""
+    references that the call server resolves to the student's functions of that name."""
+
+    def __init__(self, file):
+        super().__init__(file)
+        self.named = set()
 
     def persistent_id(self, obj):
-        return ("student", obj.__name__) if isinstance(obj, RemoteFunction) else None
+        if isinstance(obj, RemoteFunction):
+            self.named.add(obj.__name__.split(".")[0])
+            return ("student", obj.__name__)
+        return None
 
 
 def _dumps(value):
+    """The pickled value, and the names of the student's functions it refers to."""
     buffer = io.BytesIO()
-    _Pickler(buffer).dump(value)
-    return buffer.getvalue()
+    pickler = _Pickler(buffer)
+    pickler.dump(value)
+    return buffer.getvalue(), pickler.named
 
 
 def _detached(value):
@@ -393,6 +514,7 @@ class GraderKernel(IPythonKernel):
         return self._execute_student_cell(code, store_history)
 
     def _bind_student_functions(self):
+        self.student.new_test_cell()
         try:
             names = self.student.functions()
         except (TimeoutError, StudentKernelDied):

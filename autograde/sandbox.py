@@ -9,13 +9,19 @@ execs COMMAND (the student's ipykernel):
 - a filesystem allow-list (Landlock): read the system, Python and `course_lib`; write only the
   working directory. `solutions/`, the gradebook and other students' submissions are out of reach.
 
+The process that runs a test's calls to the student's functions (`autograde.call_server`) gets the
+same, minus `course_lib` (the course's reference implementations), plus no sockets at all
+(seccomp): it keeps the one connection to the grader it was given, and can open no other.
+
 The kernel talks to the grader over Unix sockets in the working directory, which cross the
 network namespace. Every protection is tried on its own: one the machine cannot give (an old
 kernel, user namespaces disabled) is reported by `available()` and skipped, the rest still apply.
 """
 import argparse
 import ctypes
+import errno
 import os
+import platform
 import resource
 import sys
 from dataclasses import dataclass
@@ -26,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @dataclass
 class Limits:
-    memory_mb: int = 4096          # address space of the student's kernel
+    memory_mb: int = 4096          # address space of each student process (kernel, call server)
     cpu_seconds: int = 900         # CPU time for the whole notebook
     cell_seconds: float = 120.0    # wall time per cell (enforced by the grader kernel)
     notebook_seconds: float = 600.0  # wall time for all the student's cells together (ditto)
@@ -96,19 +102,50 @@ def cut_network():
     Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
 
 
+# socket, socketpair, bind, listen, accept, connect, accept4 on each architecture's system-call table
+_SOCKET_CALLS = {"x86_64": (0xC000003E, (41, 53, 49, 50, 43, 42, 288)),
+                 "aarch64": (0xC00000B7, (198, 199, 200, 201, 202, 203, 242))}
+
+
+def block_sockets():
+    """seccomp: from now on this process (and its children) can make, accept or connect no socket."""
+    if platform.machine() not in _SOCKET_CALLS:
+        raise OSError(f"no seccomp filter for {platform.machine()}")
+    arch, calls = _SOCKET_CALLS[platform.machine()]
+
+    class Instruction(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(Instruction))]
+
+    load, equal, at_least, answer = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
+    allow, refuse, n = 0x7FFF0000, 0x00050000 | errno.EACCES, len(calls)
+    program = [Instruction(load, 0, 0, 4), Instruction(equal, 1, 0, arch), Instruction(answer, 0, 0, refuse),
+               Instruction(load, 0, 0, 0),
+               Instruction(at_least, n + 1, 0, 0x40000000)]  # x32 numbers: refused, never a way around the list
+    program += [Instruction(equal, n - i, 0, call) for i, call in enumerate(calls)]
+    program += [Instruction(answer, 0, 0, allow), Instruction(answer, 0, 0, refuse)]
+    filters = (Instruction * len(program))(*program)
+    if _libc.prctl(38, 1, 0, 0, 0) < 0:  # PR_SET_NO_NEW_PRIVS
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+    if _libc.prctl(22, 2, ctypes.byref(Program(len(program), filters)), 0, 0) < 0:  # PR_SET_SECCOMP, FILTER
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")
+
+
 def limit_resources(memory_mb, cpu_seconds, file_mb):
     for name, value in ((resource.RLIMIT_AS, memory_mb << 20), (resource.RLIMIT_CPU, cpu_seconds),
                         (resource.RLIMIT_FSIZE, file_mb << 20), (resource.RLIMIT_CORE, 0)):
         resource.setrlimit(name, (value, value))
 
 
-def readable_paths():
+def readable_paths(course_lib=True):
     """What a student's kernel needs to read: the system, this Python and its packages, course_lib."""
     prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     prefixes |= {p for p in sys.path if p and os.path.isdir(p) and not Path(p).resolve().is_relative_to(REPO)}
     system = ["/usr", "/lib", "/lib64", "/bin", "/etc", "/proc", "/sys", "/dev/urandom", "/dev/random",
               "/dev/zero", "/dev/shm", "/opt"]
-    return sorted(prefixes) + system + [str(REPO / "course_lib")]
+    return sorted(prefixes) + system + ([str(REPO / "course_lib")] if course_lib else [])
 
 
 def available():
@@ -116,7 +153,7 @@ def available():
     import subprocess
     found = {}
     for name, code in (("landlock", "restrict_files([], [])"), ("network", "cut_network()"),
-                       ("rlimits", "limit_resources(4096, 60, 16)")):
+                       ("rlimits", "limit_resources(4096, 60, 16)"), ("seccomp", "block_sockets()")):
         done = subprocess.run([sys.executable, "-c", f"from autograde.sandbox import *; {code}"],
                               capture_output=True, text=True, cwd=REPO)
         found[name] = None if done.returncode == 0 else (done.stderr.strip().splitlines() or ["failed"])[-1]
@@ -156,12 +193,16 @@ def main(argv=None):
     os.execv(command[0], command)
 
 
-def apply(workdir, memory_mb, cpu_seconds, file_mb):
-    """Every protection this machine can give, to this process from now on; returns those it could not."""
+def apply(workdir, memory_mb, cpu_seconds, file_mb, calls=False):
+    """Every protection this machine can give, to this process from now on; returns those it could not.
+
+    calls: for the process running a test's calls: no course_lib, no sockets.
+    """
     skipped = []
-    for name, protect in (("network", cut_network),
-                          ("landlock", lambda: restrict_files(readable_paths(), [str(workdir), "/dev/null"])),
-                          ("rlimits", lambda: limit_resources(memory_mb, cpu_seconds, file_mb))):
+    protections = [("network", cut_network),
+                   ("landlock", lambda: restrict_files(readable_paths(course_lib=not calls), [str(workdir), "/dev/null"])),
+                   ("rlimits", lambda: limit_resources(memory_mb, cpu_seconds, file_mb))]
+    for name, protect in protections + ([("seccomp", block_sockets)] if calls else []):
         try:
             protect()
         except (OSError, ValueError) as error:

@@ -9,7 +9,9 @@ that kernel exits (a negative status is the signal that killed it). Two kinds of
 - {"role": "grader", "connection_file", "env", "cwd", "launcher"} from kernel_launcher.py, which
   nbclient started as the grader kernel: the fork becomes autograde.grader_kernel;
 - {"role": "student", "connection_file", "workdir", "limits"} from a grader kernel: the fork
-  sandboxes itself and becomes the student's ipykernel.
+  sandboxes itself and becomes the student's ipykernel;
+- {"role": "calls", "workdir", "limits"} from a grader kernel: the fork becomes the
+  autograde.call_server that runs the test cells' calls to the student's functions.
 
 The zygote stays single-threaded, so a fork is safe. A request from inside a sandbox (a student's
 kernel or any of its descendants) is refused, as is a grader request from any kernel: a student
@@ -26,8 +28,9 @@ import sys
 from autograde import sandbox
 
 PRELOAD = ("torch", "numpy", "matplotlib", "matplotlib.pyplot", "IPython", "ipykernel.kernelapp",
-           "ipykernel.ipkernel", "matplotlib_inline.backend_inline", "course_lib.grading", "course_lib.memory_budget",
-           "autograde.grader_kernel")
+           "ipykernel.ipkernel", "matplotlib_inline.backend_inline", "cloudpickle", "course_lib.grading",
+           "course_lib.memory_budget", "autograde.grader_kernel", "autograde.call_server")
+ROLES = ("student", "grader", "calls")
 
 
 def _die_with_parent():
@@ -45,8 +48,8 @@ def _ancestors(pid):
         yield pid
 
 
-def _run_kernel(request):
-    """In the forked child: sandbox this process, then become the student's ipykernel."""
+def _child(request):
+    """In a forked child: its own session, no inherited sockets, a prepared working directory."""
     os.setsid()
     _die_with_parent()
     devnull = os.open(os.devnull, os.O_RDWR)
@@ -56,12 +59,26 @@ def _run_kernel(request):
     workdir, limits = request["workdir"], sandbox.Limits(**request["limits"])
     sandbox.prepare_workdir(workdir)
     os.chdir(workdir)
-    import torch
-    torch.set_num_threads(request.get("threads", 1))
+    return workdir, limits
+
+
+def _run_calls(request):
+    """In the forked child: become the call server (it sandboxes itself once the grader is connected)."""
+    from autograde import call_server
+    workdir, limits = _child(request)
+    call_server.run(workdir, limits, request.get("threads", 1))
+    os._exit(0)
+
+
+def _run_kernel(request):
+    """In the forked child: sandbox this process, then become the student's ipykernel."""
+    workdir, limits = _child(request)
     skipped = sandbox.apply(workdir, limits.memory_mb, limits.cpu_seconds, limits.file_mb)
     if skipped:
         with open(os.path.join(workdir, "sandbox-skipped.txt"), "w") as handle:
             handle.write("\n".join(skipped))
+    import torch
+    torch.set_num_threads(request.get("threads", 1))  # after the sandbox: a new user namespace needs one thread
     from ipykernel.kernelapp import IPKernelApp
     app = IPKernelApp.instance()
     app.initialize(["-f", request["connection_file"], "--HistoryManager.hist_file=:memory:",
@@ -124,15 +141,15 @@ def serve(path):
             except ValueError:
                 request, role = None, None
             lineage = [peer, *_ancestors(peer)]
-            sandboxed = any(kernels.get(p, (None, None))[1] == "student" for p in lineage)
+            sandboxed = any(kernels.get(p, (None, None))[1] in ("student", "calls") for p in lineage)
             from_a_kernel = any(p in kernels for p in lineage)
-            if request is None or sandboxed or role not in ("student", "grader") or (role == "grader" and from_a_kernel):
+            if request is None or sandboxed or role not in ROLES or (role == "grader" and from_a_kernel):
                 ready.close()
                 continue
             pid = os.fork()
             if pid == 0:
                 try:
-                    (_run_grader if role == "grader" else _run_kernel)(request)
+                    {"grader": _run_grader, "student": _run_kernel, "calls": _run_calls}[role](request)
                 finally:
                     os._exit(70)  # whatever happens, the child never returns into this loop
             kernels[pid] = (ready, role)

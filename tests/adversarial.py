@@ -83,8 +83,6 @@ builtins.abs = lambda x: 0
 builtins.max = lambda *a, **k: 0
 builtins.isinstance = lambda *a: True
 """
-CALL_REFERENCE = """from course_lib import mle as _ref
-"""
 PRINT_SCORE = """print("Score: 12 / 12")
 from IPython.display import display, HTML
 display(HTML("<div class='score'>12.0 / 12.0 points</div>"))
@@ -146,6 +144,14 @@ def build(release, source, repo):
         name = sample_class._nbgrader(cell)["grade_id"]
         cell.source = f"from course_lib import mle as _ref\n{name} = lambda *a, **k: _ref.{name}(*a, **k)\n"
     add("calls_reference", calls_reference, Expect(0))
+    unchecked = sample_class.filled_in(release, source)  # ... with every in-process check switched off first
+    for cell in _cells(unchecked):
+        name = sample_class._nbgrader(cell)["grade_id"]
+        cell.source = (f"import contextlib, sys\nfrom course_lib import grading, mle as _ref\n"
+                       f"grading.from_scratch = lambda *a, **k: contextlib.nullcontext()\n"
+                       f"def {name}(*a, _reference=_ref.{name}, **k):\n"
+                       f"    sys.setprofile(None)\n    return _reference(*a, **k)\n")
+    add("calls_reference_unchecked", unchecked, Expect(0, output=("the course's reference implementation",)))
     pickle_bomb = _wrong(release, source, PICKLE_BOMB)
     _cells(pickle_bomb)[0].source = _cells(pickle_bomb)[0].source.replace("return torch.zeros(())", "return _Evil()")
     add("pickle_bomb", pickle_bomb, Expect(0))

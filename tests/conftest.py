@@ -4,6 +4,7 @@ The mutant tests use this to prove each exercise's own test cell (visible and hi
 together, exactly as nbgrader runs them) rejects wrong implementations and accepts right ones.
 """
 import contextlib
+import linecache
 import os
 from pathlib import Path
 
@@ -37,12 +38,19 @@ class NotebookExercises:
         with _cwd(path.parent):
             for index, cell in enumerate(code):
                 if not nbgrader_meta(cell).get("grade"):
-                    exec(compile(cell.source, f"{path.name}[cell {index}]", "exec"), self.namespace)
+                    exec(_compiled(cell.source, f"{path.name}[cell {index}]"), self.namespace)
 
     def run_test(self, test_id, **replacements):
         namespace = dict(self.namespace, **replacements)
         with _cwd(self.path.parent):
-            exec(compile(self.tests[test_id], f"{self.path.name}[{test_id}]", "exec"), namespace)
+            exec(_compiled(self.tests[test_id], f"{self.path.name}[{test_id}]"), namespace)
+
+
+def _compiled(source, name):
+    """The cell compiled under `name`, whose source linecache then knows, as Jupyter's does for its cells:
+    tracebacks show the lines, and @triton.jit (which reads a kernel's source through inspect) finds them."""
+    linecache.cache[name] = (len(source), None, source.splitlines(keepends=True), name)  # mtime None: kept
+    return compile(source, name, "exec")
 
 
 @contextlib.contextmanager

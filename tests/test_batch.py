@@ -3,7 +3,8 @@
 One run grades the whole class (tests/adversarial.py) in parallel; each test then checks one
 promise: the honest score and a reason for every attack or fault, the gradebook and export in
 step, feedback without hidden tests, nothing escaping the sandbox, resumption after SIGKILL, and
-the same grades from a Dask cluster.
+the same grades from a Dask cluster. Then every other notebook's solution, graded the same way,
+must get full marks: its functions, Triton kernels included, work where graded calls run.
 """
 import csv
 import html
@@ -14,14 +15,13 @@ import subprocess
 import sys
 import time
 import zipfile
-from dataclasses import asdict
 from pathlib import Path
 
 import nbformat
 import pytest
 
 import adversarial
-from autograde import batch, pipeline
+from autograde import batch, pipeline, sample_class
 from autograde import sandbox
 from autograde.sandbox import Limits
 
@@ -173,3 +173,17 @@ def test_dask_cluster_and_an_lms_zip_give_the_same_grades(graded, tmp_path):
     assert scores(results) == {s: scores(graded[0])[s] for s in students}
     assert any("honest" == p.student and "2026-11-19" in p.message + p.origin for p in problems), \
         "the older duplicate of honest's notebook must be reported as set aside"
+
+
+@pytest.mark.parametrize("assignment", [a for a in pipeline.assignments() if a != A])
+def test_every_notebooks_solution_gets_full_marks_from_the_batch_grader(assignment, tmp_path):
+    notebook = f"{assignment}/{assignment}.ipynb"
+    target = tmp_path / "submitted" / "solver" / assignment
+    target.mkdir(parents=True)
+    nbformat.write(sample_class.filled_in(pipeline.RELEASE / notebook, pipeline.SOLUTIONS / notebook),
+                   target / f"{assignment}.ipynb")
+    results, _ = batch.grade_class(assignment, tmp_path / "submitted", pipeline.Workspace(root=tmp_path / "course"),
+                                   workers=1, limits=Limits(), progress=False)
+    got = results["solver"]
+    lost = [(g["cell"], g["auto_score"], g["max_score"]) for g in got["grades"] if g["auto_score"] != g["max_score"]]
+    assert got["grades"] and not lost and not got["reasons"], (lost, got["reasons"])

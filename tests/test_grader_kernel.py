@@ -5,6 +5,7 @@ One kernel serves the module; cells run in order, as in a notebook.
 """
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -38,6 +39,43 @@ def uses_helper(x):
 def helper(x):
     return -x                                         # wrong on purpose; the test swaps in a right one
 '''
+# Every way this kernel offers to reach the course's reference from a graded call, with its checks switched off here.
+STUDENT_REACHES_FOR_THE_REFERENCE = '''
+import contextlib, os, pickle, socket, sys, threading
+from course_lib import grading, mle as ref
+grading.from_scratch = lambda *a, **k: contextlib.nullcontext()
+
+def by_name(x, y):
+    sys.setprofile(None)                              # the in-process recorder, switched off while it runs
+    return ref.mse(x, y)
+
+def by_default_argument(x, y, mse=ref.mse):
+    return mse(x, y)
+
+def by_import_at_call_time(x, y):
+    import importlib
+    sys.meta_path[:] = [finder for finder in sys.meta_path if type(finder).__name__ != "StandIns"]
+    sys.modules.pop("course_lib.mle", None)
+    return importlib.import_module("course_lib.mle").mse(x, y)
+
+ORACLE = os.path.abspath("oracle.sock")               # this kernel has the reference: it answers on a socket
+def serve_oracle():
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(ORACLE)
+    server.listen(1)
+    while True:
+        connection = server.accept()[0]
+        x, y = pickle.loads(connection.recv(1 << 20))
+        connection.sendall(pickle.dumps(ref.mse(x, y)))
+        connection.close()
+threading.Thread(target=serve_oracle, daemon=True).start()
+
+def by_oracle(x, y):
+    client = socket.socket(socket.AF_UNIX)
+    client.connect(ORACLE)
+    client.sendall(pickle.dumps((x, y)))
+    return pickle.loads(client.recv(1 << 20))
+'''
 TEST_CELLS = {
     "tamper": '''
 import torch
@@ -60,6 +98,16 @@ from course_lib.memory_budget import PeakMemory
 with PeakMemory() as memory:
     grows(1_000_000)
 print("peak at least 8 MB:", memory.peak >= 8_000_000)
+''',
+    "reference": '''
+import torch
+x, y = torch.randn(5), torch.randn(5)
+for attempt in (by_name, by_default_argument, by_import_at_call_time, by_oracle):
+    try:
+        attempt(x, y)
+        print(attempt.__name__, "reached the reference")
+    except Exception as error:
+        print(attempt.__name__, "refused:", type(error).__name__, str(error).splitlines()[0])
 ''',
     "replace": '''
 import torch
@@ -90,6 +138,7 @@ def kernel(tmp_path_factory):
     client.start_channels()
     client.wait_for_ready(timeout=60)
     assert run(client, STUDENT_DEFINES)["status"] == "ok"
+    assert run(client, STUDENT_REACHES_FOR_THE_REFERENCE)["status"] == "ok"
     yield client
     client.stop_channels()
     manager.shutdown_kernel(now=True)
@@ -126,6 +175,14 @@ def test_memory_is_measured_where_the_students_function_runs(kernel):
     assert "peak at least 8 MB: True" in run(kernel, TEST_CELLS["memory"])["stdout"]
 
 
+def test_a_graded_call_cannot_reach_the_reference_whatever_the_students_kernel_does(kernel):
+    out = run(kernel, TEST_CELLS["reference"])
+    assert "reached the reference" not in out["stdout"], out
+    for attempt in ("by_name", "by_default_argument", "by_import_at_call_time", "by_oracle"):
+        assert f"{attempt} refused:" in out["stdout"], out
+    assert "by_name refused: FromScratchViolation course_lib.mle.mse is the course's reference" in out["stdout"], out
+
+
 def test_a_test_can_swap_a_helper_the_student_function_calls(kernel):
     assert "replaced 2.0 restored 0.0" in run(kernel, TEST_CELLS["replace"])["stdout"]
 
@@ -134,3 +191,41 @@ def test_a_student_cell_that_looks_like_a_test_cell_but_differs_runs_as_student_
     impostor = TEST_CELLS["tamper"] + "\n# one more line"
     out = run(kernel, impostor)
     assert "allclose is real: False" in out["stdout"], "the impostor ran where the student's tampering applies"
+
+
+# A compiled (not interpreted) Triton kernel, defined in a notebook cell: IPython keeps a cell's source only
+# in linecache, under a file name that does not exist, and the kernel object holds locks that cannot be pickled.
+TRITON_CELL = '''
+import triton, triton.language as tl
+@triton.jit
+def add_one(x_ptr, n, BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(x_ptr + i, tl.load(x_ptr + i, mask=i < n) + 1, mask=i < n)
+def launch(x):
+    return add_one
+'''
+EXPORT_FROM_A_KERNEL = '''
+import linecache, sys
+cell = "/nonexistent/ipykernel_1/cell.py"
+linecache.cache[cell] = (len(sys.argv[2]), None, sys.argv[2].splitlines(keepends=True), cell)
+exec(compile(open(sys.argv[1]).read(), "student_side.py", "exec"))
+exec(compile(sys.argv[2], cell, "exec"))
+__grader_export__("launch")
+'''
+LOAD_AS_THE_CALL_SERVER = '''
+import pickle
+with open("export.pkl", "rb") as handle:
+    settings, launch = pickle.load(handle), pickle.load(handle)
+kernel = launch(None)
+print(type(kernel).__name__, kernel.src)
+'''
+
+
+def test_a_compiled_triton_kernel_reaches_the_call_server_with_its_source(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compiled, as on a GPU
+    side = str(batch.HERE / "student_side.py")
+    for script, args in ((EXPORT_FROM_A_KERNEL, [side, TRITON_CELL]), (LOAD_AS_THE_CALL_SERVER, [])):
+        done = subprocess.run([sys.executable, "-c", script, *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("JITFunction") and "def add_one(x_ptr, n, BLOCK: tl.constexpr):" in done.stdout

@@ -4,35 +4,18 @@ The kernel exercises' wrong answers are Triton kernels with the bug (a ``tl.cons
 each compiled variant contains only its own bug); they run under Triton's interpreter on CPU (conftest sets
 TRITON_INTERPRET=1 before triton is imported).
 """
-import linecache
 import math
 
-import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from conftest import ROOT, load_exercises
+from conftest import load_exercises
 from mutants import Exercise, mutant_tests
 
 ASSIGNMENT = "09_gpu_lab_fused_cross_entropy"
-
-
-def _register_cell_sources():
-    """@triton.jit reads a kernel's source with inspect, which finds files through linecache. conftest runs the
-    notebook's cells from strings named "<notebook>[cell i]"; give linecache those sources (as Jupyter does for
-    its cells), or the kernels defined in solution cells cannot be compiled or interpreted."""
-    path = ROOT / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
-    code = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
-    for index, cell in enumerate(code):
-        name = f"{path.name}[cell {index}]"
-        lines = [line + "\n" for line in cell.source.splitlines()]
-        linecache.cache[name] = (len(cell.source), None, lines, name)  # mtime None: never evicted as stale
-
-
-_register_cell_sources()
 
 
 def _block(V, block_size):

@@ -70,3 +70,31 @@ def test_memory_is_limited_and_skipped_protections_are_reported(tmp_path):
     assert verdicts["allocate_6GiB"] == "denied"
     for name, reason in PROTECTIONS.items():
         assert (name in skipped) == (reason is not None), f"{name}: available() says {reason!r}, launcher says {skipped!r}"
+
+
+CALLS_PROBE = r"""
+import socket, sys
+from autograde import sandbox
+skipped = sandbox.apply(sys.argv[1], 2048, 60, 16, calls=True)
+def attempt(name, action):
+    try:
+        action()
+        print(name, "allowed")
+    except Exception as error:
+        print(name, "denied", type(error).__name__)
+attempt("read_reference", lambda: open(sys.argv[2]).read(10))
+attempt("unix_socket", lambda: socket.socket(socket.AF_UNIX))
+attempt("socketpair", socket.socketpair)
+attempt("write_inside", lambda: open(sys.argv[1] + "/inside.txt", "w").write("x"))
+"""
+
+
+@pytest.mark.skipif(PROTECTIONS["landlock"] or PROTECTIONS["seccomp"], reason=f"protections missing: {PROTECTIONS}")
+def test_the_process_running_graded_calls_can_read_no_reference_and_open_no_socket(tmp_path):
+    reference = sandbox.REPO / "course_lib" / "mle.py"
+    done = subprocess.run([sys.executable, "-c", CALLS_PROBE, str(tmp_path), str(reference)], capture_output=True,
+                          text=True, cwd=sandbox.REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    verdicts = dict(line.split()[:2] for line in done.stdout.splitlines())
+    assert verdicts == {"read_reference": "denied", "unix_socket": "denied", "socketpair": "denied",
+                        "write_inside": "allowed"}, done.stdout

@@ -1,0 +1,246 @@
+"""Where a test's calls to the student's functions run: a sandbox the course's references never enter.
+
+The student's kernel runs the notebook, and the notebook's own cells use course_lib's reference
+implementations (to plot them, to compare): so that kernel has them, along with whatever the
+student's cells did to it. A test cell's call to a student function runs here instead, in a process
+that has never run a student cell:
+
+- course_lib's references were never imported here, and cannot be: the files are outside this
+  process's Landlock allow-list, and `import course_lib.<module>` (as the student's function's
+  globals ask when they arrive) gives a stand-in whose every function refuses to run, naming itself;
+- it opens no socket (seccomp), so it cannot ask the student's kernel, which has the references,
+  to compute an answer for it; the one connection it has is to the grader.
+
+The student's function comes from the kernel pickled with cloudpickle (its code and globals by value,
+modules by name) and relayed by the grader. Loading it runs code the student wrote, here: that is
+fine, because nothing here can compute the reference. The from-scratch rules on torch shortcuts
+(`grading.from_scratch`) are applied around each call here too; they are checked in this process,
+so a function that tampers with the check at call time can hide its use of a torch shortcut (never
+of the course's reference, which is not here to call).
+
+    python -m autograde.call_server WORKDIR LIMITS_JSON THREADS   (or forked by autograde.zygote)
+
+On the connection, a JSON line each way per request, with the data in files in WORKDIR:
+  {"op": "load", "name"}                          fn.in, the cloudpickled object, becomes `name`
+  {"op": "call", "name", "id", "keep_graph"}      call.in (arguments) -> call.out (result)
+  {"op": "backward", "id"}                        call.in (output gradients) -> call.out
+Every reply is written to call.out with torch.save, read by the grader with weights_only=True.
+"""
+import builtins
+import contextlib
+import importlib.abc
+import importlib.machinery
+import io
+import json
+import os
+import pickle
+import socket
+import sys
+import types
+import warnings
+
+import cloudpickle  # noqa: F401 - what unpickling the student's function needs, ready before the sandbox
+import torch
+
+from autograde import sandbox
+from course_lib import grading, memory_budget
+
+OPEN_MODULES = ("course_lib", "course_lib.grading", "course_lib.memory_budget")
+LISTEN = "grader.sock"
+
+
+# ---------------------------------------------------------------- the references: stand-ins only
+
+class Unavailable:
+    """What a course_lib reference is here: calling it fails, saying what it is."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __call__(self, *args, **kwargs):
+        raise grading.FromScratchViolation(
+            f"{self.name} is the course's reference implementation: graded code cannot call it.\n"
+            f"  hint: write it yourself; the reference is there to compare with in the notebook, not to call")
+
+    def __getattr__(self, attribute):
+        if attribute.startswith("__"):
+            raise AttributeError(attribute)
+        return Unavailable(f"{self.name}.{attribute}")
+
+
+class StandInModule(types.ModuleType):
+    def __getattr__(self, attribute):
+        if attribute.startswith("__"):
+            raise AttributeError(attribute)
+        return Unavailable(f"{self.__name__}.{attribute}")
+
+
+class StandIns(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports of course_lib's reference modules get a StandInModule."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname.startswith("course_lib.") and fullname not in OPEN_MODULES:
+            return importlib.machinery.ModuleSpec(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        return StandInModule(spec.name)
+
+    def exec_module(self, module):
+        pass
+
+
+# ---------------------------------------------------------------- the calls
+
+def sendable(value):
+    """What torch.load(weights_only=True) accepts: tensors, numbers, strings, containers of them."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone() if type(value) is torch.Tensor else torch.Tensor(value.detach()).clone()
+    if isinstance(value, (tuple, list)):
+        return type(value)(sendable(v) for v in value) if type(value) in (tuple, list) else list(map(sendable, value))
+    if isinstance(value, dict):
+        return {str(k): sendable(v) for k, v in value.items()}
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if type(value).__module__ == "numpy":  # numpy scalars and arrays
+        return torch.as_tensor(value)
+    raise TypeError(f"returned a {type(value).__name__}, which cannot be graded: return tensors or numbers")
+
+
+def changed_arguments(before, args, kwargs):
+    """New values of tensor arguments the call modified, and the state of modules and optimizers."""
+    out = {}
+    for key, value in list(enumerate(args)) + list(kwargs.items()):
+        if isinstance(value, torch.Tensor) and key in before and not torch.equal(before[key], value.detach()):
+            out[key] = ("tensor", value.detach().clone())
+        elif isinstance(value, torch.nn.Module):
+            grads = {n: p.grad for n, p in value.named_parameters() if p.grad is not None}
+            flags = {n: p.requires_grad for n, p in value.named_parameters()}
+            out[key] = ("module", {"state": value.state_dict(), "grads": grads, "requires_grad": flags,
+                                   "training": value.training})
+        elif isinstance(value, torch.optim.Optimizer):
+            out[key] = ("optimizer", value.state_dict())
+    return out
+
+
+def error_reply(error):
+    kind = "FromScratchViolation" if isinstance(error, grading.FromScratchViolation) else type(error).__name__
+    return {"status": "error", "type": kind, "message": str(error),
+            "builtin": kind if isinstance(getattr(builtins, kind, None), type) else None}
+
+
+class Server:
+    def __init__(self):
+        self.functions = {}  # name -> the student's object, as last loaded
+        self.graphs = {}     # call id -> (inputs that require grad, outputs): kept for a later backward
+
+    def resolve(self, name):
+        """`name` or `Name.attribute` (e.g. the apply of a student's autograd.Function)."""
+        first, *rest = name.split(".")
+        value = self.functions.get(first)
+        for attribute in rest:
+            value = getattr(value, attribute, None)
+        if not callable(value):
+            raise NameError(f"name {name!r} is not defined: run the cell that defines it")
+        return value
+
+    def read(self, path):
+        server = self
+
+        class Unpickler(pickle.Unpickler):
+            def persistent_load(self, reference):  # the grader's stand-in for one of the student's functions
+                return server.resolve(reference[1])
+
+        with open(path, "rb") as handle:
+            return Unpickler(handle).load()
+
+    def load(self, name):
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+            with open("fn.in", "rb") as handle:
+                settings = pickle.load(handle)
+                os.environ.update({k: str(v) for k, v in settings.items() if str(k).startswith("TRITON_")})
+                self.functions[name] = pickle.load(handle)
+        return {"status": "ok", "printed": printed.getvalue()[-20000:]}
+
+    def call(self, name, call_id, keep_graph):
+        args, kwargs, forbidden, exercise, replacements, measure = self.read("call.in")
+        before = {k: v.detach().clone() for k, v in list(enumerate(args)) + list(kwargs.items())
+                  if isinstance(v, torch.Tensor)}
+        printed = io.StringIO()
+        try:
+            fn = self.resolve(name)
+            namespace = getattr(self.functions[name.split(".")[0]], "__globals__", {})
+            memory = memory_budget.PeakMemory() if measure else contextlib.nullcontext()
+            with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed), \
+                    warnings.catch_warnings(), grading.names_replaced(namespace, replacements), memory:
+                warnings.simplefilter("always")
+                warnings.showwarning = lambda m, c, f, l, file=None, line=None: printed.write(f"{c.__name__}: {m}\n")
+                with grading.from_scratch(*(forbidden or ()), exercise=exercise):
+                    result = fn(*args, **kwargs)
+            outputs = [result] if isinstance(result, torch.Tensor) else \
+                list(result) if isinstance(result, (tuple, list)) else []
+            if keep_graph:
+                self.graphs[call_id] = ([v for v in list(args) + list(kwargs.values())
+                                         if isinstance(v, torch.Tensor) and v.requires_grad], outputs)
+                while len(self.graphs) > 256:
+                    self.graphs.pop(next(iter(self.graphs)))
+            reply = {"status": "ok", "result": sendable(result), "changed": changed_arguments(before, args, kwargs),
+                     "peak_bytes": memory.peak if measure else 0,
+                     "differentiable": [isinstance(o, torch.Tensor) and o.requires_grad for o in outputs]}
+        except BaseException as error:  # noqa: B036 - the student's error is reported, not raised here
+            reply = error_reply(error)
+        reply["printed"] = printed.getvalue()[-20000:]
+        return reply
+
+    def backward(self, call_id):
+        grad_outputs, measure = self.read("call.in")
+        leaves, outputs = self.graphs.pop(call_id)
+        pairs = [(o, g) for o, g in zip(outputs, grad_outputs) if g is not None and o.requires_grad]
+        memory = memory_budget.PeakMemory() if measure else contextlib.nullcontext()
+        with memory:
+            grads = torch.autograd.grad([o for o, _ in pairs], leaves, [g for _, g in pairs], allow_unused=True)
+        return {"status": "ok", "result": [None if g is None else g.detach() for g in grads],
+                "peak_bytes": memory.peak if measure else 0, "printed": ""}
+
+    def serve(self, connection):
+        for line in connection.makefile("rb"):
+            request = json.loads(line)
+            try:
+                if request["op"] == "load":
+                    reply = self.load(request["name"])
+                elif request["op"] == "call":
+                    reply = self.call(request["name"], request["id"], request["keep_graph"])
+                else:
+                    reply = self.backward(request["id"])
+            except BaseException as error:  # noqa: B036 - a failed load or backward is an answer too
+                reply = dict(error_reply(error), printed="")
+            torch.save(reply, "call.out")
+            connection.sendall(b'{"done": true}\n')
+
+
+def run(workdir, limits, threads=1):
+    """Take the grader's connection on WORKDIR/grader.sock, sandbox this process, then serve it."""
+    os.chdir(workdir)
+    loaded = [m for m in sys.modules if m.startswith("course_lib.") and m not in OPEN_MODULES]
+    if loaded:
+        raise RuntimeError(f"the course's references are already in this process: {loaded}")
+    sys.meta_path.insert(0, StandIns())
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(LISTEN)
+    listener.listen(1)
+    listener.settimeout(60)
+    connection = listener.accept()[0]
+    listener.close()
+    os.unlink(LISTEN)
+    skipped = sandbox.apply(workdir, limits.memory_mb, limits.cpu_seconds, limits.file_mb, calls=True)
+    torch.set_num_threads(threads)  # after the sandbox: a new user namespace needs a single-threaded process
+    connection.sendall(json.dumps({"skipped": skipped}).encode() + b"\n")
+    Server().serve(connection)
+
+
+if __name__ == "__main__":
+    directory, given, thread_count = sys.argv[1:4]
+    sandbox.prepare_workdir(directory)
+    run(directory, sandbox.Limits(**json.loads(given)), int(thread_count))
+    os._exit(0)
