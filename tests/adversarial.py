@@ -14,6 +14,7 @@ from autograde import sample_class
 
 ASSIGNMENT = "01_mle_and_nll"
 LAST_EXERCISE_POINTS = 2  # gaussian_nll, the last solution cell, which the faults below break
+FIRST_EXERCISE_POINTS = 2  # categorical_nll
 
 
 @dataclass
@@ -180,6 +181,9 @@ def build(release, source, repo):
     slow = sample_class.filled_in(release, source)
     _cells(slow)[-1].source = _after_docstring(_cells(slow)[-1].source, "    while True:\n        pass\n")
     add("loops_when_tested", slow, Expect(minus_last, reasons=("did not finish",)))
+    dies = sample_class.filled_in(release, source)  # the process running the first test's calls dies: the others
+    _cells(dies)[0].source = _after_docstring(_cells(dies)[0].source, "    import os\n    os._exit(3)\n")  # go on
+    add("exits_when_tested", dies, Expect(full - FIRST_EXERCISE_POINTS, reasons=("killed its process",)))
 
     empty = nbformat.v4.new_notebook()
     add("empty_notebook", empty, Expect(0, reasons=("no cells at all",), flagged=True))

@@ -126,7 +126,8 @@ def test_failures_by_exercise_counts_every_student(graded):
     assert {r["exercise"] for r in rows} == {g["cell"] for g in results["honest"]["grades"]}
     assert all(r["full"] + r["partial"] + r["zero"] == len(CLASS) for r in rows)
     gaussian = next(r for r in rows if r["exercise"] == "test_gaussian_nll")
-    assert gaussian["full"] == sum(1 for _, e in CLASS.values() if e.score == 12)
+    keeps_the_last = {"exits_when_tested"}  # the one student who loses points elsewhere but not here
+    assert gaussian["full"] == sum(1 for s, (_, e) in CLASS.items() if e.score == 12 or s in keeps_the_last)
 
 
 def test_killed_batch_resumes_with_the_grades_of_an_uninterrupted_run(graded, tmp_path):
