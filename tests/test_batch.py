@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -176,15 +177,31 @@ def test_dask_cluster_and_an_lms_zip_give_the_same_grades(graded, tmp_path):
         "the older duplicate of honest's notebook must be reported as set aside"
 
 
-@pytest.mark.parametrize("assignment", [a for a in pipeline.assignments() if a != A])
-def test_every_notebooks_solution_gets_full_marks_from_the_batch_grader(assignment, tmp_path):
-    notebook = f"{assignment}/{assignment}.ipynb"
-    target = tmp_path / "submitted" / "solver" / assignment
-    target.mkdir(parents=True)
-    nbformat.write(sample_class.filled_in(pipeline.RELEASE / notebook, pipeline.SOLUTIONS / notebook),
-                   target / f"{assignment}.ipynb")
-    results, _ = batch.grade_class(assignment, tmp_path / "submitted", pipeline.Workspace(root=tmp_path / "course"),
-                                   workers=1, limits=Limits(), progress=False)
-    got = results["solver"]
+OTHER_ASSIGNMENTS = [a for a in pipeline.assignments() if a != A]
+
+
+@pytest.fixture(scope="module")
+def solutions_graded(tmp_path_factory):
+    """Every other notebook's solution, handed in by one student and graded by the batch grader, two at a time."""
+    root = tmp_path_factory.mktemp("solutions")
+
+    def grade(assignment):
+        notebook = f"{assignment}/{assignment}.ipynb"
+        target = root / assignment / "submitted" / "solver" / assignment
+        target.mkdir(parents=True)
+        nbformat.write(sample_class.filled_in(pipeline.RELEASE / notebook, pipeline.SOLUTIONS / notebook),
+                       target / f"{assignment}.ipynb")
+        results, _ = batch.grade_class(assignment, root / assignment / "submitted",
+                                       pipeline.Workspace(root=root / assignment / "course"), workers=1,
+                                       limits=Limits(), progress=False)
+        return results["solver"]
+
+    with ThreadPoolExecutor(2) as pool:
+        return dict(zip(OTHER_ASSIGNMENTS, pool.map(grade, OTHER_ASSIGNMENTS)))
+
+
+@pytest.mark.parametrize("assignment", OTHER_ASSIGNMENTS)
+def test_every_notebooks_solution_gets_full_marks_from_the_batch_grader(solutions_graded, assignment):
+    got = solutions_graded[assignment]
     lost = [(g["cell"], g["auto_score"], g["max_score"]) for g in got["grades"] if g["auto_score"] != g["max_score"]]
     assert got["grades"] and not lost and not got["reasons"], (lost, got["reasons"])
