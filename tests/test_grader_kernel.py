@@ -1,5 +1,6 @@
 """The grader kernel (autograde/grader_kernel.py), cell by cell: a test cell runs in the grader's
-process and reaches the student's functions only by calling them in the student's sandboxed one.
+process and reaches the student's functions only by calling them in a sandbox (autograde/call_server.py)
+where the course's references are not, whatever the student's own kernel has done.
 
 One kernel serves the module; cells run in order, as in a notebook.
 """

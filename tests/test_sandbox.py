@@ -11,14 +11,16 @@ from autograde import sandbox
 
 PROTECTIONS = sandbox.available()
 
-PROBE = r"""
-import os, socket, sys
+ATTEMPT = r"""
 def attempt(name, action):
     try:
         action()
         print(name, "allowed")
     except Exception as error:
         print(name, "denied", type(error).__name__)
+"""
+PROBE = ATTEMPT + r"""
+import os, socket, sys
 attempt("read_solutions", lambda: open(sys.argv[1]).read(10))
 attempt("list_repo", lambda: os.listdir(sys.argv[2]))
 attempt("write_outside", lambda: open(sys.argv[3], "w").write("x"))
@@ -72,16 +74,10 @@ def test_memory_is_limited_and_skipped_protections_are_reported(tmp_path):
         assert (name in skipped) == (reason is not None), f"{name}: available() says {reason!r}, launcher says {skipped!r}"
 
 
-CALLS_PROBE = r"""
+CALLS_PROBE = ATTEMPT + r"""
 import socket, sys
 from autograde import sandbox
 skipped = sandbox.apply(sys.argv[1], 2048, 60, 16, calls=True)
-def attempt(name, action):
-    try:
-        action()
-        print(name, "allowed")
-    except Exception as error:
-        print(name, "denied", type(error).__name__)
 attempt("read_reference", lambda: open(sys.argv[2]).read(10))
 attempt("unix_socket", lambda: socket.socket(socket.AF_UNIX))
 attempt("socketpair", socket.socketpair)
