@@ -78,6 +78,16 @@ def record_event(kind, message):
             handle.write(json.dumps({"kind": kind, "message": message}) + "\n")
 
 
+def _kill(process):
+    """SIGKILL a student process (Popen or ForkedKernel) and everything it started."""
+    if process and process.poll() is None:
+        try:
+            os.killpg(process.pid, 9)
+        except ProcessLookupError:  # forked a moment ago, not yet the leader of its own group
+            os.kill(process.pid, 9)
+        process.wait()
+
+
 class StudentKernel:
     """The student's ipykernel in the sandbox, spoken to over Unix sockets in its working directory."""
 
@@ -120,12 +130,7 @@ class StudentKernel:
         self.server.stop()
         if self.client:
             self.client.stop_channels()
-        if self.process and self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, 9)
-            except ProcessLookupError:  # forked a moment ago, not yet the leader of its own group
-                os.kill(self.process.pid, 9)
-            self.process.wait()
+        _kill(self.process)
 
     def restart(self):
         self.stop()
@@ -270,12 +275,7 @@ class CallServer:
         if self.connection:
             self.connection.close()
             self.connection = None
-        if self.process and self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, 9)
-            except ProcessLookupError:
-                os.kill(self.process.pid, 9)
-            self.process.wait()
+        _kill(self.process)
         self.process = None
         self.loaded = set()
         shutil.rmtree(getattr(self, "workdir", ""), ignore_errors=True)

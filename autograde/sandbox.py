@@ -57,6 +57,12 @@ def _landlock_abi():
     return abi if abi > 0 else 0
 
 
+def _no_new_privileges():
+    """PR_SET_NO_NEW_PRIVS: required to restrict this process (Landlock, seccomp) without privileges."""
+    if _libc.prctl(38, 1, 0, 0, 0) < 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+
+
 def restrict_files(readable, writable):
     """Landlock: from now on this process (and its children) may only read `readable` and write `writable`."""
     abi = _landlock_abi()
@@ -85,8 +91,7 @@ def restrict_files(readable, writable):
             if _libc.syscall(_SYS_LANDLOCK_ADD_RULE, ruleset, 1, ctypes.byref(rule), 0) < 0:
                 raise OSError(ctypes.get_errno(), f"landlock_add_rule failed for {path}")
             os.close(fd)
-    if _libc.prctl(38, 1, 0, 0, 0) < 0:  # PR_SET_NO_NEW_PRIVS, required to restrict without privileges
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+    _no_new_privileges()
     if _libc.syscall(_SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0) < 0:
         raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
     os.close(ruleset)
@@ -127,8 +132,7 @@ def block_sockets():
     program += [Instruction(equal, n - i, 0, call) for i, call in enumerate(calls)]
     program += [Instruction(answer, 0, 0, allow), Instruction(answer, 0, 0, refuse)]
     filters = (Instruction * len(program))(*program)
-    if _libc.prctl(38, 1, 0, 0, 0) < 0:  # PR_SET_NO_NEW_PRIVS
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+    _no_new_privileges()
     if _libc.prctl(22, 2, ctypes.byref(Program(len(program), filters)), 0, 0) < 0:  # PR_SET_SECCOMP, FILTER
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")
 
