@@ -10,28 +10,62 @@ graded, in a process where the references are not.
 
 
 def __grader_runtime__():
-    import linecache
     import os
     import sys
+    import textwrap
     import types
 
     import cloudpickle
 
     namespace = globals()
 
-    def rebuilt_kernel(fn, filename, lines):
-        """A Triton kernel, compiled from its source: which the other side reads from linecache, as here."""
+    def kernel_source(kernel):
+        """The kernel's own source, from `def` on: what Triton compiles (the public `src` of a compiled kernel)."""
+        if hasattr(kernel, "src"):
+            return kernel.src
+        import inspect  # an interpreted kernel keeps no source: read the cell's, which linecache holds here
+        source = textwrap.dedent(inspect.getsource(kernel.fn))
+        return source[source.index("def "):]
+
+    def kernel_options(kernel):
+        """The keyword arguments of `triton.jit` the kernel was made with (noinline, do_not_specialize, ...)."""
+        if hasattr(kernel, "kwargs"):  # an interpreted kernel keeps them as they were given
+            return dict(kernel.kwargs)
+        import inspect
         import triton
-        linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)
-        return triton.jit(fn)
+        # a compiled kernel keeps each under the option's name, but for `repr` (its `repr` is a method)
+        kept = {name: getattr(kernel, name, None) for name in ("version", "do_not_specialize", "debug", "noinline",
+                                                                "do_not_specialize_on_alignment", "launch_metadata")}
+        kept["repr"] = getattr(kernel, "_repr", None)
+        accepted = inspect.signature(triton.jit).parameters  # an older Triton has fewer options
+        return {name: value for name, value in kept.items() if name in accepted and value not in (None, [])}
+
+    def rebuilt_kernel(fn, source, options):
+        """A Triton kernel made again on the receiving side from its own source.
+
+        Pickling keeps a function's code but not where its source lives (cloudpickle 3 names every
+        file `<dynamic-code>`), and Triton reads the source with `inspect` to compile or interpret it:
+        so the source is registered in linecache under a file name of its own, as IPython does a cell's,
+        and the function is pointed at it. Compiled Triton parses `source`, not the code object, so only
+        the file name and first line of the code need to agree with it.
+        """
+        import hashlib
+        import linecache
+
+        import triton
+        filename = f"<triton-kernel {fn.__qualname__} {hashlib.sha256(source.encode()).hexdigest()[:12]}>"
+        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+        fn.__code__ = fn.__code__.replace(co_filename=filename, co_firstlineno=1)
+        return triton.jit(fn, **options)
 
     class Pickler(cloudpickle.CloudPickler):
         def reducer_override(self, obj):
-            # a compiled Triton kernel holds locks and a device cache: send its function and source instead
+            # a Triton kernel holds locks and caches, and its function's source is only in this kernel's
+            # linecache: send the function, its source and its options instead, and make it again there
             jit = sys.modules.get("triton.runtime.jit")
-            if jit and type(obj) is jit.JITFunction:
-                filename = obj.fn.__code__.co_filename
-                return rebuilt_kernel, (obj.fn, filename, linecache.getlines(filename))
+            interpreter = sys.modules.get("triton.runtime.interpreter")
+            if (jit and type(obj) is jit.JITFunction) or (interpreter and type(obj) is interpreter.InterpretedFunction):
+                return rebuilt_kernel, (obj.fn, kernel_source(obj), kernel_options(obj))
             return super().reducer_override(obj)
 
     def export(name):

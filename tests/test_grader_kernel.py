@@ -194,13 +194,17 @@ def test_a_student_cell_that_looks_like_a_test_cell_but_differs_runs_as_student_
     assert "allclose is real: False" in out["stdout"], "the impostor ran where the student's tampering applies"
 
 
-# A compiled (not interpreted) Triton kernel, defined in a notebook cell: IPython keeps a cell's source only
-# in linecache, under a file name that does not exist, and the kernel object holds locks that cannot be pickled.
+# A Triton kernel defined in a notebook cell, calling a helper from the same cell, as notebook 09's do: IPython
+# keeps a cell's source only in linecache, under a file name that does not exist; a compiled kernel holds locks
+# that cannot be pickled; and cloudpickle 3 sends a function's code without its file name.
 TRITON_CELL = '''
 import triton, triton.language as tl
-@triton.jit
+@triton.jit(noinline=True)
+def block_start(program, BLOCK: tl.constexpr):
+    return program * BLOCK
+@triton.jit(do_not_specialize=["n"])
 def add_one(x_ptr, n, BLOCK: tl.constexpr):
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    i = block_start(tl.program_id(0), BLOCK) + tl.arange(0, BLOCK)
     tl.store(x_ptr + i, tl.load(x_ptr + i, mask=i < n) + 1, mask=i < n)
 def launch(x):
     return add_one
@@ -213,20 +217,46 @@ exec(compile(open(sys.argv[1]).read(), "student_side.py", "exec"))
 exec(compile(sys.argv[2], cell, "exec"))
 __grader_export__("launch")
 '''
+# The call server's side: a compiled kernel is compiled for a GPU (Triton's compiler runs without one), an
+# interpreted one runs on CPU tensors; either way Triton has read both functions' source again.
 LOAD_AS_THE_CALL_SERVER = '''
-import pickle
+import inspect, os, pickle
 with open("export.pkl", "rb") as handle:
-    settings, launch = pickle.load(handle), pickle.load(handle)
+    os.environ.update(pickle.load(handle))
+    launch = pickle.load(handle)
 kernel = launch(None)
-print(type(kernel).__name__, kernel.src)
+helper = kernel.fn.__globals__["block_start"]
+print(type(kernel).__name__, type(helper).__name__)
+print(*(inspect.getsourcelines(f.fn)[0][0].strip() for f in (kernel, helper)), sep="; ")
+if os.environ.get("TRITON_INTERPRET") == "1":
+    import torch
+    x = torch.arange(5.0)
+    kernel[(2,)](x, 5, BLOCK=4)
+    print("ran", x.tolist())
+else:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    print(kernel.src, helper.src, kernel.do_not_specialize, helper.noinline)
+    source = triton.compiler.ASTSource(kernel, {"x_ptr": "*fp32", "n": "i32", "BLOCK": "constexpr"}, {"BLOCK": 128})
+    ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
+    print("compiled", ".entry add_one" in ptx, ".func" in ptx and "block_start" in ptx)
 '''
 
 
-def test_a_compiled_triton_kernel_reaches_the_call_server_with_its_source(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compiled, as on a GPU
+@pytest.mark.parametrize("interpret", ["0", "1"], ids=["compiled", "interpreted"])
+def test_a_triton_kernel_and_its_helper_reach_the_call_server_with_their_source(tmp_path, interpret):
+    env = {**os.environ, "TRITON_INTERPRET": interpret}
     side = str(batch.HERE / "student_side.py")
     for script, args in ((EXPORT_FROM_A_KERNEL, [side, TRITON_CELL]), (LOAD_AS_THE_CALL_SERVER, [])):
         done = subprocess.run([sys.executable, "-c", script, *args], cwd=tmp_path, env=env, capture_output=True,
                               text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.startswith("JITFunction") and "def add_one(x_ptr, n, BLOCK: tl.constexpr):" in done.stdout
+    assert done.stdout.splitlines()[1] == ("def add_one(x_ptr, n, BLOCK: tl.constexpr):; "
+                                           "def block_start(program, BLOCK: tl.constexpr):"), done.stdout
+    if interpret == "1":
+        assert done.stdout.splitlines()[::2] == ["InterpretedFunction InterpretedFunction", "ran [1.0, 2.0, 3.0, 4.0, 5.0]"]
+    else:
+        assert done.stdout.startswith("JITFunction JITFunction"), done.stdout
+        for expected in ("def add_one(x_ptr, n, BLOCK: tl.constexpr):", "def block_start(program, BLOCK: tl.constexpr):",
+                         "['n'] True", "compiled True True"):
+            assert expected in done.stdout, done.stdout
