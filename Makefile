@@ -1,9 +1,13 @@
 # The course's front door. `make demo` and `make test` set up what they need on a fresh machine:
 # the active virtual/conda environment if there is one, else .venv (which sees system packages,
 # so a torch already installed on the machine is reused rather than downloaded again).
+# They install the exact versions in requirements.lock, which `make lock` makes from pyproject.toml's ranges.
 
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
+UV ?= uv==0.13.9
+LOCK := requirements.lock
+LATEST := build/test-latest
 ENV_PREFIX := $(or $(VIRTUAL_ENV),$(CONDA_PREFIX))
 ifeq ($(ENV_PREFIX),)
   ENV_PREFIX := .venv
@@ -13,14 +17,19 @@ else
 endif
 SETUP := $(ENV_PREFIX)/.llm-losses-course-installed
 
-.PHONY: setup demo test test-fast release lab grade clean
+.PHONY: env setup demo test test-fast test-latest lock release lab grade clean
 
 setup: $(SETUP)
 
-$(SETUP): pyproject.toml
+env:
 	@test -x $(PY) || command -v $(PY) >/dev/null || $(PYTHON) -m venv --system-site-packages .venv
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e .
+
+# torch first, where the machine has none, so that its CUDA runtime (not in the lock) comes with it;
+# an installed build of the locked version (CPU, CUDA, ROCm) is kept
+$(SETUP): pyproject.toml $(LOCK) | env
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)" -c $(LOCK)
+	$(PY) -m pip install -q -r $(LOCK)
+	$(PY) -m pip install -q --no-deps -e .
 	@touch $@
 
 demo: setup  ## execute solutions, release, autograde a sample class, print grades
@@ -31,6 +40,27 @@ test: setup  ## every test: course_lib, notebooks, release, nbgrader end to end,
 
 test-fast: setup  ## course_lib and grading helpers only (seconds)
 	$(PY) -m pytest -m "not slow"
+
+# The next upstream change, seen before a new user sees it: the newest versions the ranges allow (torch
+# stays $(TORCH), the course's build), in a throw-away venv. The one test that cannot hold is the lock's own.
+test-latest:  ## the whole suite without the lock, against the newest releases pyproject.toml allows
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	echo "$(TORCH)" > $(LATEST)/torch.txt
+	$(LATEST)/bin/python -m pip install -q "$(TORCH)"
+	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -c $(LATEST)/torch.txt -e .
+	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/versions.txt
+	$(LATEST)/bin/python -m pytest --deselect tests/test_packaging.py::test_the_environment_is_the_lock
+
+# Upgrading: make lock, make test, make test-latest, then commit requirements.lock with what the suite needed.
+# torch's CUDA runtime (nvidia-*, cuda-*) is left out: the torch build a machine installs brings its own.
+lock: env  ## resolve requirements.lock again: the newest versions pyproject.toml's ranges allow, torch at $(TORCH)
+	$(PY) -m pip install -q "$(UV)"
+	@mkdir -p build
+	echo "$(TORCH)" | $(PY) -m uv pip compile - --quiet --no-header --no-annotate \
+	    --python-platform x86_64-manylinux_2_28 | grep -E '^(nvidia|cuda)-' | cut -d= -f1 > build/torch-cuda-runtime.txt
+	echo "$(TORCH)" | $(PY) -m uv pip compile pyproject.toml - --universal --python-version 3.11 --upgrade --quiet \
+	    --excludes build/torch-cuda-runtime.txt --custom-compile-command "make lock" --output-file $(LOCK)
 
 release: setup  ## regenerate notebooks/ from solutions/ after editing a solution notebook
 	$(PY) -c "from autograde import pipeline; [pipeline.release(a) for a in pipeline.assignments()]"
