@@ -47,7 +47,6 @@ test-latest:  ## the whole suite without the lock, against the newest releases p
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
 	echo "$(TORCH)" > $(LATEST)/torch.txt
-	$(LATEST)/bin/python -m pip install -q "$(TORCH)"
 	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -c $(LATEST)/torch.txt -e .
 	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/versions.txt
 	$(LATEST)/bin/python -m pytest --deselect tests/test_packaging.py::test_the_environment_is_the_lock
