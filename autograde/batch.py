@@ -33,7 +33,7 @@ from pathlib import Path
 
 import nbformat
 
-from autograde import pipeline
+from autograde import pipeline, provisioner
 from autograde.sandbox import Limits
 
 KERNEL_NAME = "llm-losses-grader"
@@ -44,6 +44,9 @@ os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.envir
 # "<anything>_<student>_attempt_<yyyy-mm-dd-hh-mm-ss>_<file name>"
 NAMED_REGEXP = r".*_(?P<student_id>\w+)_attempt_(?P<timestamp>[0-9\-]+)_(?P<file_id>.*)"
 HERE = Path(__file__).resolve().parent
+# Inside a job's private course the student is always called this: nbgrader globs its folders, so an id such as
+# smith[2] (a character class to glob) would find no submission; the real id returns with the outcome.
+IN_JOB = "student"
 
 
 @dataclass
@@ -111,15 +114,15 @@ def grade_job(job: Job) -> Outcome:
         if events.exists():
             outcome.reasons += [json.loads(line)["message"] for line in events.read_text().splitlines()]
         _read_grades(course, job, outcome)
-        outcome.autograded = _files_under(course / "autograded" / job.student / job.assignment)
-        outcome.feedback = _files_under(course / "feedback" / job.student / job.assignment)
+        outcome.autograded = _files_under(course / "autograded" / IN_JOB / job.assignment)
+        outcome.feedback = _files_under(course / "feedback" / IN_JOB / job.assignment)
     outcome.seconds = time.monotonic() - started
     return outcome
 
 
 def _lay_out(course, job):
     (course / "gradebook.db").write_bytes(job.gradebook)
-    submitted = course / "submitted" / job.student / job.assignment
+    submitted = course / "submitted" / IN_JOB / job.assignment
     submitted.mkdir(parents=True)
     for name, data in job.files.items():
         (submitted / name).write_bytes(data)
@@ -130,32 +133,13 @@ def _lay_out(course, job):
     spec = course / "jupyter" / "kernels" / KERNEL_NAME
     spec.mkdir(parents=True)
     env = {"GRADER_TRUSTED_CELLS": str(course / "trusted.json"), "GRADER_LIMITS": json.dumps(job.limits),
-           "GRADER_EVENTS": str(course / "events.jsonl"), "GRADER_ZYGOTE": zygote_socket(),
-           "PYTHONPATH": str(HERE.parent), "OMP_NUM_THREADS": str(job.threads), "MKL_NUM_THREADS": str(job.threads)}
-    zygote = env["GRADER_ZYGOTE"]
-    argv = ([sys.executable, "-I", "-S", str(HERE / "kernel_launcher.py"), zygote, "{connection_file}"] if zygote else
-            [sys.executable, "-m", "autograde.grader_kernel", "-f", "{connection_file}"])
+           "GRADER_EVENTS": str(course / "events.jsonl"), "PYTHONPATH": str(HERE.parent),
+           "OMP_NUM_THREADS": str(job.threads), "MKL_NUM_THREADS": str(job.threads)}
     (spec / "kernel.json").write_text(json.dumps({
-        "argv": argv,
+        "argv": [sys.executable, "-m", "autograde.grader_kernel", "-f", "{connection_file}"],
+        # forked warm by this worker's zygote, which only this process can ask (autograde/provisioner.py)
+        "metadata": {"kernel_provisioner": {"provisioner_name": provisioner.NAME}},
         "display_name": "Python 3 (graded, sandboxed)", "language": "python", "env": env}))
-
-
-_zygote = None  # this worker's autograde.zygote: (process, socket path), started for its first student
-
-
-def zygote_socket():
-    """The socket of this worker's zygote, which forks students' kernels warm; "" if it cannot start."""
-    global _zygote
-    if _zygote is None or _zygote[0].poll() is not None:
-        folder = tempfile.mkdtemp(prefix="zygote-")
-        path = os.path.join(folder, "socket")
-        process = subprocess.Popen([sys.executable, "-m", "autograde.zygote", path], cwd=HERE.parent,
-                                   env=dict(os.environ, MPLCONFIGDIR=folder), stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
-        while not os.path.exists(path) and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        _zygote = (process, path)
-    return _zygote[1] if os.path.exists(_zygote[1]) else ""
 
 
 def trusted_cell_digests(db_path, assignment):
@@ -234,10 +218,10 @@ def _run_nbgrader(course, job):
     try:
         config = course_config(course, Limits(**job.limits))
         api = NbGraderAPI(config=config)
-        done = api.autograde(job.assignment, job.student, force=True, create=True)
+        done = api.autograde(job.assignment, IN_JOB, force=True, create=True)
         if not done["success"]:
             return [f"nbgrader could not autograde this submission: {_last_error(done)}"]
-        made = api.generate_feedback(job.assignment, job.student, force=True)
+        made = api.generate_feedback(job.assignment, IN_JOB, force=True)
         if not made["success"]:
             return [f"feedback could not be generated: {_last_error(made)}"]
         return []
@@ -275,7 +259,7 @@ def _read_grades(course, job, outcome):
     from nbgrader.api import Gradebook, MissingEntry
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
         try:
-            submission = gb.find_submission(job.assignment, job.student)
+            submission = gb.find_submission(job.assignment, IN_JOB)
         except MissingEntry:  # nothing ran: every grade cell scores zero
             for notebook in gb.find_assignment(job.assignment).notebooks:
                 outcome.grades += [{"notebook": notebook.name, "cell": c.name, "auto_score": 0.0,

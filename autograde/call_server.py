@@ -18,13 +18,13 @@ fine, because nothing here can compute the reference. The from-scratch rules on 
 so a function that tampers with the check at call time can hide its use of a torch shortcut (never
 of the course's reference, which is not here to call).
 
-    python -m autograde.call_server WORKDIR LIMITS_JSON THREADS   (or forked by autograde.zygote)
-
-On the connection, a JSON line each way per request, with the data in files in WORKDIR:
-  {"op": "load", "name"}                          fn.in, the cloudpickled object, becomes `name`
-  {"op": "call", "name", "id", "keep_graph"}      call.in (arguments) -> call.out (result)
-  {"op": "backward", "id"}                        call.in (output gradients) -> call.out
-Every reply is written to call.out with torch.save, read by the grader with weights_only=True.
+Role "calls" of autograde.launch (forked warm by autograde.zygote, or started cold): it sandboxes
+itself before anything else, then serves the grader on the channel it was started with. Each
+request is two frames, a JSON header and a payload, and each answer one frame, written with
+torch.save and read by the grader with weights_only=True:
+  {"op": "load", "name"}                          payload: the cloudpickled object, becomes `name`
+  {"op": "call", "name", "id", "keep_graph"}      payload: the arguments; answer: the result
+  {"op": "backward", "id"}                        payload: the output gradients; answer: input gradients
 """
 import builtins
 import contextlib
@@ -34,7 +34,6 @@ import io
 import json
 import os
 import pickle
-import socket
 import sys
 import types
 import warnings
@@ -42,11 +41,10 @@ import warnings
 import cloudpickle  # noqa: F401 - what unpickling the student's function needs, ready before the sandbox
 import torch
 
-from autograde import sandbox
+from autograde import launch, sandbox
 from course_lib import grading, memory_budget
 
 OPEN_MODULES = ("course_lib", "course_lib.grading", "course_lib.memory_budget")
-LISTEN = "grader.sock"
 
 
 # ---------------------------------------------------------------- the references: stand-ins only
@@ -144,27 +142,26 @@ class Server:
             raise NameError(f"name {name!r} is not defined: run the cell that defines it")
         return value
 
-    def read(self, path):
+    def read(self, payload):
         server = self
 
         class Unpickler(pickle.Unpickler):
             def persistent_load(self, reference):  # the grader's stand-in for one of the student's functions
                 return server.resolve(reference[1])
 
-        with open(path, "rb") as handle:
-            return Unpickler(handle).load()
+        return Unpickler(io.BytesIO(payload)).load()
 
-    def load(self, name):
+    def load(self, name, payload):
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
-            with open("fn.in", "rb") as handle:
-                settings = pickle.load(handle)
-                os.environ.update({k: str(v) for k, v in settings.items() if str(k).startswith("TRITON_")})
-                self.functions[name] = pickle.load(handle)
+            exported = io.BytesIO(payload)
+            settings = pickle.load(exported)
+            os.environ.update({k: str(v) for k, v in settings.items() if str(k).startswith("TRITON_")})
+            self.functions[name] = pickle.load(exported)
         return {"status": "ok", "printed": printed.getvalue()[-20000:]}
 
-    def call(self, name, call_id, keep_graph):
-        args, kwargs, forbidden, exercise, replacements, measure = self.read("call.in")
+    def call(self, name, call_id, keep_graph, payload):
+        args, kwargs, forbidden, exercise, replacements, measure = self.read(payload)
         before = {k: v.detach().clone() for k, v in list(enumerate(args)) + list(kwargs.items())
                   if isinstance(v, torch.Tensor)}
         printed = io.StringIO()
@@ -193,8 +190,8 @@ class Server:
         reply["printed"] = printed.getvalue()[-20000:]
         return reply
 
-    def backward(self, call_id):
-        grad_outputs, measure = self.read("call.in")
+    def backward(self, call_id, payload):
+        grad_outputs, measure = self.read(payload)
         leaves, outputs = self.graphs.pop(call_id)
         pairs = [(o, g) for o, g in zip(outputs, grad_outputs) if g is not None and o.requires_grad]
         memory = memory_budget.PeakMemory() if measure else contextlib.nullcontext()
@@ -203,44 +200,35 @@ class Server:
         return {"status": "ok", "result": [None if g is None else g.detach() for g in grads],
                 "peak_bytes": memory.peak if measure else 0, "printed": ""}
 
-    def serve(self, connection):
-        for line in connection.makefile("rb"):
-            request = json.loads(line)
+    def serve(self, channel, limit):
+        while True:
+            try:
+                request = json.loads(launch.receive(channel, 1 << 16))
+                payload = launch.receive(channel, limit)
+            except launch.ChannelClosed:
+                return
             try:
                 if request["op"] == "load":
-                    reply = self.load(request["name"])
+                    reply = self.load(request["name"], payload)
                 elif request["op"] == "call":
-                    reply = self.call(request["name"], request["id"], request["keep_graph"])
+                    reply = self.call(request["name"], request["id"], request["keep_graph"], payload)
                 else:
-                    reply = self.backward(request["id"])
+                    reply = self.backward(request["id"], payload)
             except BaseException as error:  # noqa: B036 - a failed load or backward is an answer too
                 reply = dict(error_reply(error), printed="")
-            torch.save(reply, "call.out")
-            connection.sendall(b'{"done": true}\n')
+            answer = io.BytesIO()
+            torch.save(reply, answer)
+            launch.send(channel, answer.getvalue())
 
 
-def run(workdir, limits, threads=1):
-    """Take the grader's connection on WORKDIR/grader.sock, sandbox this process, then serve it."""
-    os.chdir(workdir)
+def run(settings, channel):
+    """Sandbox this process, say what the sandbox could not apply, then serve the grader on `channel`."""
     loaded = [m for m in sys.modules if m.startswith("course_lib.") and m not in OPEN_MODULES]
     if loaded:
         raise RuntimeError(f"the course's references are already in this process: {loaded}")
     sys.meta_path.insert(0, StandIns())
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(LISTEN)
-    listener.listen(1)
-    listener.settimeout(60)
-    connection = listener.accept()[0]
-    listener.close()
-    os.unlink(LISTEN)
-    skipped = sandbox.apply(workdir, limits.memory_mb, limits.cpu_seconds, limits.file_mb, calls=True)
-    torch.set_num_threads(threads)  # after the sandbox: a new user namespace needs a single-threaded process
-    connection.sendall(json.dumps({"skipped": skipped}).encode() + b"\n")
-    Server().serve(connection)
-
-
-if __name__ == "__main__":
-    directory, given, thread_count = sys.argv[1:4]
-    sandbox.prepare_workdir(directory)
-    run(directory, sandbox.Limits(**json.loads(given)), int(thread_count))
-    os._exit(0)
+    limits = settings.limits
+    skipped = sandbox.apply(settings.workdir, limits.memory_mb, limits.cpu_seconds, limits.file_mb, calls=True)
+    torch.set_num_threads(settings.threads)  # after the sandbox: a new user namespace needs a single-threaded process
+    launch.send(channel, json.dumps({"skipped": skipped}).encode())
+    Server().serve(channel, limits.file_mb << 20)

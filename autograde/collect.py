@@ -116,29 +116,54 @@ def _read_submitted(source, assignment, problems):
     for folder in sorted(source.iterdir()):
         if _is_junk(folder.name):
             junk.append(folder.name)
+        elif folder.is_symlink() or (folder / assignment).is_symlink():
+            link = folder if folder.is_symlink() else folder / assignment
+            problems.append(_link_problem(folder.name, link, source, f"{folder.name}'s submission"))
         elif not folder.is_dir():
             problems.append(Problem(None, folder.name, f"file {folder.name} lies outside any student's "
                                     f"folder, so it is nobody's submission; not graded"))
         else:
             students.add(folder.name)
-            files += _read_assignment_folder(source, folder.name, folder / assignment, junk)
+            files += _read_assignment_folder(source, folder.name, folder / assignment, junk, problems)
     _report_junk(junk, source, problems)
     return files, students
 
 
-def _read_assignment_folder(source, student, folder, junk):
+def _read_assignment_folder(source, student, folder, junk, problems):
     if not folder.is_dir():
         return []
     stamp = folder / TIMESTAMP_FILE
     timestamp = stamp.read_text(encoding="utf-8").strip() if stamp.is_file() else None
     files = []
-    for path in sorted(folder.rglob("*")):
+    for path in _regular_files(folder, source, problems, student):
         name = path.relative_to(folder).as_posix()
         if _is_junk(name):
             junk.append(path.relative_to(source).as_posix())
-        elif path.is_file() and path != stamp:
+        elif path != stamp:
             files.append(_File(student, name, path.read_bytes(), timestamp, folder.relative_to(source).as_posix()))
     return files
+
+
+def _regular_files(folder, source, problems, student=None):
+    """Every regular file under `folder`, sorted; a symbolic link (to a file or a folder) is reported, never followed:
+    a link could hand in anyone's work, or the solutions, as the student's."""
+    found = []
+    for top, folders, names in os.walk(folder, followlinks=False):
+        for name in sorted(folders + names):
+            path = Path(top, name)
+            if path.is_symlink():
+                problems.append(_link_problem(student, path, source, "it"))
+                if name in folders:
+                    folders.remove(name)
+            elif name in names and path.is_file():
+                found.append(path)
+    return sorted(found)
+
+
+def _link_problem(student, link, source, what):
+    where = link.relative_to(source).as_posix()
+    return Problem(student, where, f"{where} is a symbolic link (to {os.readlink(link)}); links are not followed, "
+                                   f"so {what} was not read. Hand in the file or folder itself.")
 
 
 def _read_loose(source, assignment, named_regexp, problems):
@@ -185,11 +210,11 @@ def _loose_entries(source, problems):
                 else:
                     entries.append((name, archive.read(info)))
     elif source.is_dir():
-        for path in sorted(source.rglob("*")):
+        for path in _regular_files(source, source, problems):
             name = path.relative_to(source).as_posix()
             if _is_junk(name):
                 junk.append(name)
-            elif path.is_file():
+            else:
                 entries.append((name, path.read_bytes()))
     else:
         raise ValueError(f"{source} is neither a folder nor a .zip file")

@@ -4,8 +4,8 @@ nbgrader sends every cell of the notebook to one kernel. This kernel keeps three
 
 - a cell whose source is one of the assignment's test cells (as nbgrader restores them from the
   gradebook) runs HERE, in the grader's own Python, which student code never touches;
-- every other cell goes to the student's own ipykernel, started in `autograde.sandbox`, and its
-  output is relayed back as if it ran here;
+- every other cell goes to the student's own ipykernel (autograde.student_kernel), sandboxed, and
+  its output is relayed back as if it ran here;
 - a test cell's call to a student function runs in a third process, `autograde.call_server`: a
   sandbox that has never run a student cell, where the course's reference implementations are not
   (the notebook's own cells use them, so the student's kernel has them), and which can open no
@@ -28,15 +28,11 @@ switches that check off while it runs (through torch's private API) can hide a s
 """
 import ast
 import contextlib
-import dataclasses
 import hashlib
 import io
 import json
 import os
-import select
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,15 +46,14 @@ from ipykernel.kernelapp import IPKernelApp
 from jupyter_client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 
+from autograde import launch
 from autograde.sandbox import Limits
-from autograde.zygote import ForkedKernel
 from course_lib import grading, memory_budget  # imported before any check runs: their import is not a call
 
 HERE = Path(__file__).resolve().parent
 TRUSTED_CELLS_ENV = "GRADER_TRUSTED_CELLS"   # a JSON file: the sha256 of each test cell's source
 LIMITS_ENV = "GRADER_LIMITS"                 # a JSON object of autograde.sandbox.Limits fields
 EVENTS_ENV = "GRADER_EVENTS"                 # a file this kernel appends what went wrong to, one JSON per line
-ZYGOTE_ENV = "GRADER_ZYGOTE"                 # the socket of an autograde.zygote, if the batch worker runs one
 RELAYED = {"stream", "display_data", "update_display_data", "execute_result", "error", "clear_output"}
 
 
@@ -79,7 +74,7 @@ def record_event(kind, message):
 
 
 def _kill(process):
-    """SIGKILL a student process (Popen or ForkedKernel) and everything it started."""
+    """SIGKILL a student process (Popen or launch.Started) and everything it started."""
     if process and process.poll() is None:
         try:
             os.killpg(process.pid, 9)
@@ -89,48 +84,51 @@ def _kill(process):
 
 
 class StudentKernel:
-    """The student's ipykernel in the sandbox, spoken to over Unix sockets in its working directory."""
+    """The student's ipykernel in the sandbox: ZMQ for cells, its channel (autograde.launch) for functions."""
 
     def __init__(self, limits: Limits):
         self.limits = limits
-        self.workdir = Path(tempfile.mkdtemp(prefix="student-"))
-        self.process = self.client = None
+        self.process = self.client = self.channel = self.workdir = None
+        self.inbox = bytearray()    # what the kernel sent on its channel while a cell ran
         self.history = []           # student cells that ran without error, replayed after a restart
         self.used_seconds = 0.0
         self.calls = 0
         self.replacements = {}  # name -> object, set around a call by RemoteFunction.replaced_names
         self.server = CallServer(limits)
+        self.reported = False
 
     # -- life cycle
 
     def start(self):
+        """A fresh working directory each time: nothing a killed kernel left there is read again."""
+        self.workdir = Path(tempfile.mkdtemp(prefix="student-"))
         connection = self.workdir / "kernel.json"
         write_connection_file(str(connection), transport="ipc", ip=str(self.workdir / "ipc"))
-        zygote = os.environ.get(ZYGOTE_ENV)
-        if zygote and os.path.exists(zygote):  # a warm parent forks the kernel: no Python start, no imports
-            self.process = ForkedKernel(zygote, {"connection_file": str(connection), "workdir": str(self.workdir),
-                                                 "limits": dataclasses.asdict(self.limits),
-                                                 "threads": int(os.environ.get("OMP_NUM_THREADS", "1"))})
-        else:
-            launcher = [sys.executable, str(HERE / "sandbox.py"), f"--workdir={self.workdir}", *self.limits.args(),
-                        "--", sys.executable, "-m", "ipykernel_launcher", "-f", str(connection),
-                        "--HistoryManager.hist_file=:memory:", "--IPKernelApp.matplotlib=inline"]
-            self.process = subprocess.Popen(launcher, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                            stderr=subprocess.DEVNULL, start_new_session=True)
+        settings = launch.Settings("student", str(self.workdir), self.limits, _threads(), str(connection))
+        self.process, self.channel = launch.start(settings)
+        skipped = _first_frame(self.channel, self.process, "the student's kernel")
         self.client = BlockingKernelClient(connection_file=str(connection))
         self.client.load_connection_file()
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)
         self.run((HERE / "student_side.py").read_text(), timeout=60)
-        if self.skipped_protections and not getattr(self, "_reported", False):
-            self._reported = True
-            record_event("sandbox", "protections this machine could not apply: " + self.skipped_protections)
+        if skipped and not self.reported:
+            self.reported = True
+            record_event("sandbox", "protections this machine could not apply: " + "; ".join(skipped))
 
     def stop(self):
         self.server.stop()
         if self.client:
             self.client.stop_channels()
+            self.client = None
         _kill(self.process)
+        self.process = None
+        if self.channel:
+            self.channel.close()
+            self.channel = None
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
 
     def restart(self):
         self.stop()
@@ -141,11 +139,6 @@ class StudentKernel:
             except (TimeoutError, StudentKernelDied):
                 self.stop()
                 self.start()
-
-    @property
-    def skipped_protections(self):
-        path = self.workdir / "sandbox-skipped.txt"
-        return path.read_text() if path.exists() else ""
 
     # -- running code
 
@@ -160,6 +153,7 @@ class StudentKernel:
         poller = zmq.Poller()
         poller.register(shell.socket, zmq.POLLIN)
         poller.register(iopub.socket, zmq.POLLIN)
+        poller.register(self.channel.fileno(), zmq.POLLIN)
         reply, idle = None, False
         while reply is None or not idle:
             if self.process.poll() is not None:
@@ -167,6 +161,7 @@ class StudentKernel:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"stopped after {timeout:g} s")
             poller.poll(200)  # wake on a message at once, or every 0.2 s to check the process and the clock
+            self._read_channel()
             while shell.msg_ready():
                 message = shell.get_msg(timeout=0)
                 if message["parent_header"].get("msg_id") == msg_id:
@@ -181,6 +176,20 @@ class StudentKernel:
                 elif kind in RELAYED and relay:
                     relay(kind, message["content"])
         return reply
+
+    def _read_channel(self):
+        """Take what the kernel sent on its channel (it may block sending until we do), up to one frame's limit."""
+        self.channel.setblocking(False)
+        try:
+            while len(self.inbox) <= (self.limits.file_mb << 20) + 8:
+                chunk = self.channel.recv(1 << 20)
+                if not chunk:
+                    break
+                self.inbox += chunk
+        except (BlockingIOError, InterruptedError, ConnectionError):
+            pass
+        finally:
+            self.channel.setblocking(True)
 
     def execute_cell(self, code, relay):
         started = time.monotonic()
@@ -209,30 +218,42 @@ class StudentKernel:
         self.server.loaded = set()
 
     def load(self, names):
-        """Send each of `names` the call server lacks, pickled here by `__grader_export__`, to the call server."""
+        """Send each of `names` the call server lacks, as `__grader_export__` sends it on the channel, to the call server."""
         for name in sorted(set(names) - self.server.loaded):
-            exported = self.workdir / "export.pkl"
-            exported.unlink(missing_ok=True)
+            self._read_channel()
+            self.inbox.clear()  # whatever the student sent unasked is not the export
             try:
                 reply = self.run(f"__grader_export__({name!r})", timeout=self.limits.cell_seconds)
             except (TimeoutError, StudentKernelDied) as error:
                 self.restart()
                 raise AssertionError(f"{name} could not be handed to the grader: pickling it {error}") from None
-            if reply.get("status") != "ok" or not exported.exists():
+            if reply.get("status") != "ok":
                 raise AssertionError(f"{name} could not be handed to the grader: "
                                      f"{reply.get('ename', 'no export')}: {reply.get('evalue', '')}")
-            if exported.stat().st_size > (self.limits.file_mb << 20):
-                raise AssertionError(f"{name} (with the globals it uses) is larger than {self.limits.file_mb} MB")
-            reply = self.server.request({"op": "load", "name": name}, exported.read_bytes(), "fn.in")
+            exported = self._frame(name)
+            reply = self.server.request({"op": "load", "name": name}, exported)
             if reply["status"] != "ok":
                 raise AssertionError(f"{name} could not be loaded for grading: {reply['type']}: {reply['message']}")
             self.server.loaded.add(name)
+
+    def _frame(self, name):
+        """The one frame the export sent, bounded: a larger one restarts the kernel (the channel is out of step)."""
+        limit = self.limits.file_mb << 20
+        size = int.from_bytes(self.inbox[:8], "big") if len(self.inbox) >= 8 else None
+        if size is not None and size > limit:
+            self.restart()
+            raise AssertionError(f"{name} (with the globals it uses) is larger than {self.limits.file_mb} MB")
+        if size is None or len(self.inbox) < 8 + size:
+            raise AssertionError(f"{name} could not be handed to the grader: its kernel sent no whole export")
+        frame = bytes(self.inbox[8:8 + size])
+        del self.inbox[:8 + size]
+        return frame
 
     def call(self, request, payload):
         """One request to the call server, timed against the notebook's budget."""
         started = time.monotonic()
         try:
-            return self.server.request(request, payload, "call.in")
+            return self.server.request(request, payload)
         finally:
             self.used_seconds += time.monotonic() - started
 
@@ -242,78 +263,86 @@ class CallServer:
 
     def __init__(self, limits: Limits):
         self.limits = limits
-        self.process = self.connection = None
+        self.process = self.channel = self.workdir = None
         self.loaded = set()  # the student's functions it holds, as exported for the current test cell
         self.reported = False
 
     def start(self):
-        self.workdir = Path(tempfile.mkdtemp(prefix="calls-"))
-        zygote = os.environ.get(ZYGOTE_ENV)
-        request = {"workdir": str(self.workdir), "limits": dataclasses.asdict(self.limits),
-                   "threads": int(os.environ.get("OMP_NUM_THREADS", "1"))}
-        if zygote and os.path.exists(zygote):
-            self.process = ForkedKernel(zygote, dict(request, role="calls"))
-        else:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "autograde.call_server", request["workdir"], json.dumps(request["limits"]),
-                 str(request["threads"])], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, start_new_session=True)
-        listening, deadline = self.workdir / "grader.sock", time.monotonic() + 60
-        while not listening.exists():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise StudentKernelDied("the process for graded calls did not start")
-            time.sleep(0.01)
-        self.connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.connection.connect(str(listening))
-        self.lines = self.connection.makefile("rb")
-        skipped = json.loads(self._line(60))["skipped"]
+        self.workdir = tempfile.mkdtemp(prefix="calls-")
+        self.process, self.channel = launch.start(launch.Settings("calls", self.workdir, self.limits, _threads()))
+        skipped = _first_frame(self.channel, self.process, "the process for graded calls")
         if skipped and not self.reported:
             self.reported = True
             record_event("sandbox", "protections the process for graded calls could not get: " + "; ".join(skipped))
 
     def stop(self):
-        if self.connection:
-            self.connection.close()
-            self.connection = None
+        if self.channel:
+            self.channel.close()
+            self.channel = None
         _kill(self.process)
         self.process = None
         self.loaded = set()
-        shutil.rmtree(getattr(self, "workdir", ""), ignore_errors=True)
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
 
-    def _line(self, timeout):
-        deadline = time.monotonic() + timeout
-        while True:
-            ready, _, _ = select.select([self.connection], [], [], 0.2)
-            if ready:
-                line = self.lines.readline()
-                if not line:
-                    raise StudentKernelDied("the process running the call exited")
-                return line
-            if self.process.poll() is not None:
-                raise StudentKernelDied(f"the process running the call exited with status {self.process.returncode}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"stopped after {timeout:g} s")
-
-    def request(self, request, payload, filename):
-        """Write `payload` to `filename`, send `request`, read call.out; a timeout or death stops the server."""
+    def request(self, request, payload):
+        """Send `request` and its payload, read the answer; a timeout or death stops the server."""
         if self.process is None:
             self.start()
-        (self.workdir / filename).write_bytes(payload)
-        out = self.workdir / "call.out"
-        out.unlink(missing_ok=True)
+        timeout, limit = self.limits.cell_seconds, self.limits.file_mb << 20
+        alive = lambda: self.process.poll() is None  # noqa: E731
         try:
-            self.connection.sendall(json.dumps(request).encode() + b"\n")
-            self._line(self.limits.cell_seconds)
-        except (TimeoutError, StudentKernelDied):
+            launch.send(self.channel, json.dumps(request).encode(), timeout)
+            launch.send(self.channel, payload, timeout)
+            answer = launch.receive(self.channel, limit, timeout, alive)
+        except TimeoutError:
             self.stop()
-            raise
-        except OSError as error:  # the connection broke: the process is gone
+            raise TimeoutError(f"stopped after {timeout:g} s") from None
+        except (launch.ChannelClosed, OSError) as error:
+            code = self.process.poll() if self.process else None
             self.stop()
-            raise StudentKernelDied(str(error)) from None
-        if not out.exists() or out.stat().st_size > (self.limits.file_mb << 20):
+            raise StudentKernelDied(f"the process running the call exited" +
+                                    (f" with status {code}" if code is not None else f" ({error})")) from None
+        except ValueError as error:
             self.stop()
-            raise StudentKernelDied("the call returned no readable result")
-        return torch.load(io.BytesIO(out.read_bytes()), weights_only=True)
+            record_event("cut", f"a graded call's answer was refused: it {error}")
+            raise AssertionError(f"the answer was refused: it {error} (at most {self.limits.file_mb} MB)") from None
+        reply = torch.load(io.BytesIO(answer), weights_only=True)
+        _bounded(reply, limit)
+        return reply
+
+
+def _threads():
+    return int(os.environ.get("OMP_NUM_THREADS", "1"))
+
+
+def _first_frame(channel, process, what):
+    """A started process's first word: the protections it could not apply (it has run nothing of a student's yet)."""
+    try:
+        return json.loads(launch.receive(channel, 1 << 16, 60, lambda: process.poll() is None))["skipped"]
+    except (TimeoutError, launch.ChannelClosed, OSError, ValueError, KeyError) as error:
+        _kill(process)
+        raise StudentKernelDied(f"{what} did not start ({error})") from None
+
+
+def _bounded(value, limit, where="the answer"):
+    """Refuse an answer whose tensors hold more than `limit` bytes, counted by their logical size: a view of
+    one number stretched (stride 0) to a billion loads small and is materialised large by any comparison."""
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            total += item.numel() * item.element_size()
+        elif isinstance(item, dict):
+            stack += list(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack += list(item)
+        if total > limit:
+            record_event("cut", f"a graded call returned more than {limit >> 20} MB of tensors; refused")
+            raise AssertionError(f"the call returned tensors of more than {limit >> 20} MB in all (counting every "
+                                 f"element of a broadcast or expanded view); such an answer is refused")
 
 
 class RemoteFunction:
@@ -566,6 +595,11 @@ def _short_traceback(shell, etype, value, tb, tb_offset=None):
     structured = [f"{etype.__name__}: {value}"]
     shell._showtraceback(etype, value, structured)  # IPython leaves the display to a custom handler
     return structured
+
+
+def main(connection_file):
+    """The grader kernel on `connection_file`: what nbclient starts, cold or forked by the zygote."""
+    IPKernelApp.launch_instance(kernel_class=GraderKernel, argv=["-f", connection_file])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,4 @@
-"""Run a student's Python kernel inside limits.
-
-`python -m autograde.sandbox --workdir DIR [limits] -- COMMAND...` applies, in this order, then
-execs COMMAND (the student's ipykernel):
+"""The limits a student's process puts itself under, first thing (autograde.launch runs it), in this order:
 
 - a private working directory: HOME, TMPDIR and matplotlib's cache all point into it;
 - resource limits (setrlimit): address space, CPU seconds, size of a written file, no core dumps;
@@ -13,11 +10,10 @@ The process that runs a test's calls to the student's functions (`autograde.call
 same, minus `course_lib` (the course's reference implementations), plus no sockets at all
 (seccomp): it keeps the one connection to the grader it was given, and can open no other.
 
-The kernel talks to the grader over Unix sockets in the working directory, which cross the
-network namespace. Every protection is tried on its own: one the machine cannot give (an old
+The kernel talks to the grader over Unix sockets in the working directory and over the channel it
+was started with (autograde.launch), which cross the network namespace. Every protection is tried on its own: one the machine cannot give (an old
 kernel, user namespaces disabled) is reported by `available()` and skipped, the rest still apply.
 """
-import argparse
 import ctypes
 import errno
 import os
@@ -164,7 +160,7 @@ def available():
     return found
 
 
-# ---------------------------------------------------------------- the launcher
+# ---------------------------------------------------------------- a sandboxed process
 
 def prepare_workdir(workdir):
     """HOME, TMPDIR, MPLCONFIGDIR inside `workdir`, and a sys.path entry that holds only course_lib."""
@@ -178,23 +174,6 @@ def prepare_workdir(workdir):
                       PYTHONPATH=str(workdir / "path"), PYTHONNOUSERSITE="1")
     for secret in [k for k in os.environ if k.startswith(("JUPYTER_", "NBGRADER", "GRADER_"))]:
         del os.environ[secret]
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", required=True)
-    parser.add_argument("--memory-mb", type=int, default=Limits.memory_mb)
-    parser.add_argument("--cpu-seconds", type=int, default=Limits.cpu_seconds)
-    parser.add_argument("--file-mb", type=int, default=Limits.file_mb)
-    parser.add_argument("command", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    prepare_workdir(args.workdir)
-    os.chdir(args.workdir)
-    skipped = apply(args.workdir, args.memory_mb, args.cpu_seconds, args.file_mb)
-    if skipped:
-        Path(args.workdir, "sandbox-skipped.txt").write_text("\n".join(skipped))
-    os.execv(command[0], command)
 
 
 def apply(workdir, memory_mb, cpu_seconds, file_mb, calls=False):
@@ -213,6 +192,3 @@ def apply(workdir, memory_mb, cpu_seconds, file_mb, calls=False):
             skipped.append(f"{name}: {error}")
     return skipped
 
-
-if __name__ == "__main__":
-    main()

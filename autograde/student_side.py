@@ -2,14 +2,16 @@
 
 A test cell's calls do not run in this kernel, which holds the course's reference implementations
 (the notebook's own cells use them): they run in `autograde.call_server`, which never does. For each
-function a test cell calls, the grader runs `__grader_export__(name)` here, which writes the object,
-pickled with cloudpickle (code and globals by value), to `export.pkl`, after the settings that
-decide how Triton runs; the grader passes those bytes on without reading them. A student who replaces these functions can only send something else to be
-graded, in a process where the references are not.
+function a test cell calls, the grader runs `__grader_export__(name)` here, which sends the object,
+pickled with cloudpickle (code and globals by value), after the settings that decide how Triton
+runs, on this kernel's channel to the grader (autograde.student_kernel); the grader passes those
+bytes on without reading them. A student who replaces these functions can only send something else
+to be graded, in a process where the references are not.
 """
 
 
 def __grader_runtime__():
+    import io
     import os
     import sys
     import textwrap
@@ -71,11 +73,13 @@ def __grader_runtime__():
     def export(name):
         if name not in namespace:
             raise NameError(f"name {name!r} is not defined: run the cell that defines it")
-        with open("export.pkl", "wb") as handle:
-            # a notebook picks Triton's CPU interpreter at run time (TRITON_INTERPRET, before importing
-            # triton): the call server must run the kernels the same way, so it gets these first
-            Pickler(handle).dump({k: v for k, v in os.environ.items() if k.startswith("TRITON_")})
-            Pickler(handle).dump(namespace[name])
+        from autograde.student_kernel import send_to_grader
+        exported = io.BytesIO()
+        # a notebook picks Triton's CPU interpreter at run time (TRITON_INTERPRET, before importing
+        # triton): the call server must run the kernels the same way, so it gets these first
+        Pickler(exported).dump({k: v for k, v in os.environ.items() if k.startswith("TRITON_")})
+        Pickler(exported).dump(namespace[name])
+        send_to_grader(exported.getvalue())
 
     def functions():
         """Names of the functions and classes the student's cells defined."""

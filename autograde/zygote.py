@@ -1,211 +1,209 @@
-"""A warm parent for students' kernels: torch, IPython and ipykernel are imported once, then each
-sandboxed kernel is a fork, ready in a fraction of the second or two a fresh Python needs.
+"""A warm parent for grader kernels and the students' sandboxed processes: torch, IPython and ipykernel
+are imported once, then each process is a fork, ready in a fraction of the second or two a fresh
+Python needs.
 
-    python -m autograde.zygote SOCKET     (a batch worker starts one and keeps it for all its students)
+    python -m autograde.zygote FD     (a batch worker starts one, FD its end of a socket pair)
 
-Protocol, one JSON line each way on a Unix socket: a request, then {"pid"}, then {"status"} when
-that kernel exits (a negative status is the signal that killed it). Two kinds of request:
+There is no path to connect to: requests arrive on descriptors, and the descriptor a request
+arrives on decides what is forked.
 
-- {"role": "grader", "connection_file", "env", "cwd", "launcher"} from kernel_launcher.py, which
-  nbclient started as the grader kernel: the fork becomes autograde.grader_kernel;
-- {"role": "student", "connection_file", "workdir", "limits"} from a grader kernel: the fork
-  sandboxes itself and becomes the student's ipykernel;
-- {"role": "calls", "workdir", "limits"} from a grader kernel: the fork becomes the
-  autograde.call_server that runs the test cells' calls to the student's functions.
+- On FD, which only the batch worker holds: a grader kernel ({"connection_file", "env", "cwd"}),
+  as autograde.provisioner asks when nbclient starts one. The fork gets two descriptors of its own,
+  "student" and "calls" (autograde.launch finds them in GRADER_ZYGOTE_FDS).
+- On a grader kernel's "student" descriptor: the student's ipykernel; on its "calls" descriptor:
+  the process for graded calls ({"settings"}, with the channel to the grader as a descriptor).
+  Each becomes `autograde.launch.run`, exactly as a cold start does.
 
-The zygote stays single-threaded, so a fork is safe. A request from inside a sandbox (a student's
-kernel or any of its descendants) is refused, as is a grader request from any kernel: a student
-could otherwise ask for a kernel with a laxer working directory or limits. The zygote dies with
-the worker that started it, and each kernel with the zygote.
+Every request carries (SCM_RIGHTS) a socket on which the zygote answers {"pid"}, then {"status"}
+when that process exits (a negative status is the signal that killed it). A student's processes
+hold no descriptor of the zygote's, so none of them can ask for anything; when a grader kernel
+exits, every process forked for it is killed. The zygote stays single-threaded, so a fork is safe;
+it dies with the worker, and each process with the zygote.
 """
 import json
 import os
 import select
 import signal
 import socket
+import subprocess
 import sys
 
-from autograde import sandbox
+from autograde import launch
 
 PRELOAD = ("torch", "numpy", "matplotlib", "matplotlib.pyplot", "IPython", "ipykernel.kernelapp",
            "ipykernel.ipkernel", "matplotlib_inline.backend_inline", "cloudpickle", "course_lib.grading",
-           "course_lib.memory_budget", "autograde.grader_kernel", "autograde.call_server")
-ROLES = ("student", "grader", "calls")
+           "course_lib.memory_budget", "autograde.grader_kernel", "autograde.student_kernel",
+           "autograde.call_server")
+SANDBOXED = ("student", "calls")
 
 
-def _die_with_parent():
-    import ctypes
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _ancestors(pid):
-    while pid > 1:
-        try:
-            with open(f"/proc/{pid}/stat") as handle:
-                pid = int(handle.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            return
-        yield pid
-
-
-def _child(request):
-    """In a forked child: its own session, no inherited sockets, a prepared working directory."""
+def _only(*keep):
+    """In a fresh fork: its own session, stdio on /dev/null, and no descriptor but `keep`."""
     os.setsid()
-    _die_with_parent()
+    launch.die_with_parent()
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    os.closerange(3, 4096)  # the zygote's listening and client sockets stay with the zygote
-    workdir, limits = request["workdir"], sandbox.Limits(**request["limits"])
-    sandbox.prepare_workdir(workdir)
-    os.chdir(workdir)
-    return workdir, limits
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 16)
 
 
-def _run_calls(request):
-    """In the forked child: become the call server (it sandboxes itself once the grader is connected)."""
-    from autograde import call_server
-    workdir, limits = _child(request)
-    call_server.run(workdir, limits, request.get("threads", 1))
-    os._exit(0)
-
-
-def _run_kernel(request):
-    """In the forked child: sandbox this process, then become the student's ipykernel."""
-    workdir, limits = _child(request)
-    skipped = sandbox.apply(workdir, limits.memory_mb, limits.cpu_seconds, limits.file_mb)
-    if skipped:
-        with open(os.path.join(workdir, "sandbox-skipped.txt"), "w") as handle:
-            handle.write("\n".join(skipped))
-    import torch
-    torch.set_num_threads(request.get("threads", 1))  # after the sandbox: a new user namespace needs one thread
-    from ipykernel.kernelapp import IPKernelApp
-    app = IPKernelApp.instance()
-    app.initialize(["-f", request["connection_file"], "--HistoryManager.hist_file=:memory:",
-                    "--IPKernelApp.matplotlib=inline"])
-    app.start()
-    os._exit(0)
-
-
-def _run_grader(request):
-    """In the forked child: become the grader kernel nbclient asked for, through kernel_launcher.py."""
-    _die_with_parent()
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.closerange(3, 4096)
+def _run_grader(request, descriptors):
+    """In the fork: the grader kernel nbclient asked for, holding a descriptor per sandboxed role."""
+    _only(*descriptors.values())
     os.environ.clear()
     os.environ.update(request["env"])
+    os.environ[launch.ZYGOTE_ENV] = json.dumps(descriptors)
     os.chdir(request["cwd"])
-    _exit_with(request["launcher"])
-    from autograde.grader_kernel import GraderKernel
-    from ipykernel.kernelapp import IPKernelApp
-    IPKernelApp.launch_instance(kernel_class=GraderKernel, argv=["-f", request["connection_file"]])
-    os._exit(0)
+    from autograde import grader_kernel
+    grader_kernel.main(request["connection_file"])
 
 
-def _exit_with(pid):
-    """nbclient holds the launcher, not this kernel: when it kills the launcher, this kernel goes too."""
-    import threading
-    watched = os.pidfd_open(pid)
-
-    def watch():
-        select.select([watched], [], [])
-        os._exit(1)
-    threading.Thread(target=watch, daemon=True).start()
+def _run_sandboxed(role, request, channel):
+    """In the fork: a student's process, started as autograde.launch starts one cold."""
+    _only(channel)
+    settings = launch.Settings.loads(request["settings"])
+    settings.role = role  # the descriptor decides, whatever the request says
+    launch.run(settings, channel)
 
 
-def serve(path):
-    _die_with_parent()
+def serve(descriptor):
+    launch.die_with_parent()
     for name in PRELOAD:
         __import__(name)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path + ".tmp")
-    listener.listen(16)
-    os.rename(path + ".tmp", path)  # the socket appears only once the imports are done
-    kernels = {}  # pid -> (the client socket to tell when it exits, "student" or "grader")
-    clients = []
+    worker = socket.socket(fileno=descriptor)
+    routes = {worker.fileno(): ("grader", None, worker)}  # fd -> (role it serves, grader kernel pid, socket)
+    children = {}  # pid -> (the socket to tell its status on, role, the grader kernel it was forked for)
+    worker.send(b'{"ready": true}')
     while True:
-        readable, _, _ = select.select([listener] + clients, [], [], 0.1)
-        for ready in readable:
-            if ready is listener:
-                clients.append(listener.accept()[0])
-                continue
-            line = ready.recv(65536)
-            clients.remove(ready)
-            credentials = ready.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-            peer = int.from_bytes(credentials[:4], "little")
+        readable, _, _ = select.select([sock for _, _, sock in routes.values()], [], [], 0.1)
+        for sock in readable:
+            role, owner, _ = routes[sock.fileno()]
             try:
-                request = json.loads(line)
-                role = request.get("role", "student")
-            except ValueError:
-                request, role = None, None
-            lineage = [peer, *_ancestors(peer)]
-            sandboxed = any(kernels.get(p, (None, None))[1] in ("student", "calls") for p in lineage)
-            from_a_kernel = any(p in kernels for p in lineage)
-            if request is None or sandboxed or role not in ROLES or (role == "grader" and from_a_kernel):
-                ready.close()
+                message, fds, _, _ = socket.recv_fds(sock, 1 << 20, 4)
+            except OSError:
+                message, fds = b"", []
+            if not message:
+                if role == "grader":
+                    os._exit(0)  # the worker is gone
+                del routes[sock.fileno()]
+                sock.close()
                 continue
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    {"grader": _run_grader, "student": _run_kernel, "calls": _run_calls}[role](request)
-                finally:
-                    os._exit(70)  # whatever happens, the child never returns into this loop
-            kernels[pid] = (ready, role)
-            ready.sendall(json.dumps({"pid": pid}).encode() + b"\n")
-        while kernels:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-            if pid == 0:
-                break
-            client, _ = kernels.pop(pid, (None, None))
-            if client:
-                code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-                try:
-                    client.sendall(json.dumps({"status": code}).encode() + b"\n")
-                except OSError:
-                    pass
-                client.close()
+            pid = _fork(role, message, fds, routes)
+            if pid:
+                children[pid] = (socket.socket(fileno=fds[0]), role, owner)
+                _tell(children[pid][0], {"pid": pid})
+        _reap(children, routes)
 
 
-class ForkedKernel:
-    """The Popen-like handle the grader kernel holds on a kernel the zygote forked for it."""
-
-    def __init__(self, path, request):
-        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.socket.connect(path)
-        self.socket.sendall(json.dumps(request).encode() + b"\n")
-        self.socket.settimeout(30)
-        self.buffer = b""
-        self.pid = self._message()["pid"]
-        self.returncode = None
-
-    def _message(self):
-        while b"\n" not in self.buffer:
-            chunk = self.socket.recv(4096)
-            if not chunk:
-                return {"status": -9}  # the zygote is gone, and with it the kernel
-            self.buffer += chunk
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        return json.loads(line)
-
-    def poll(self):
-        if self.returncode is None:
-            self.socket.settimeout(0)
+def _fork(role, message, fds, routes):
+    """Fork what `role`'s descriptor serves; the pid, or None for a request that is not well formed."""
+    try:
+        request = json.loads(message)
+        wanted = 1 if role == "grader" else 2
+        if len(fds) != wanted or not isinstance(request, dict):
+            raise ValueError("one reply socket (and for a sandboxed process one channel) is expected")
+    except ValueError:
+        for fd in fds:
+            os.close(fd)
+        return None
+    if role == "grader":
+        pairs = {r: socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for r in SANDBOXED}
+        pid = os.fork()
+        if pid == 0:
             try:
-                self.returncode = self._message()["status"]
-            except (BlockingIOError, socket.timeout):
-                pass
+                _run_grader(request, {r: theirs.fileno() for r, (_, theirs) in pairs.items()})
             finally:
-                self.socket.settimeout(30)
-        return self.returncode
+                os._exit(70)  # whatever happens, the child never returns into the zygote's loop
+        for r, (ours, theirs) in pairs.items():
+            theirs.close()
+            routes[ours.fileno()] = (r, pid, ours)
+    else:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _run_sandboxed(role, request, fds[1])
+            finally:
+                os._exit(70)
+        os.close(fds[1])
+    return pid
 
-    def wait(self):
-        if self.returncode is None:
-            self.socket.settimeout(None)
-            self.returncode = self._message()["status"]
-        return self.returncode
+
+def _reap(children, routes):
+    while children:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            return
+        if pid not in children:
+            continue
+        replies, role, _ = children.pop(pid)
+        _tell(replies, {"status": -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)})
+        replies.close()
+        if role == "grader":  # its students' processes go with it, and its descriptors close
+            for child, (_, _, owner) in children.items():
+                if owner == pid:
+                    _kill(child)
+            for fd in [fd for fd, (_, owner, _) in routes.items() if owner == pid]:
+                routes.pop(fd)[2].close()
+
+
+def _tell(replies, message):
+    try:
+        replies.send(json.dumps(message).encode())
+    except OSError:
+        pass  # the asker is gone
+
+
+def _kill(pid):
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+# ---------------------------------------------------------------- the batch worker's side
+
+class Zygote:
+    """The worker's handle: starts `python -m autograde.zygote` on a socket pair and asks it for grader kernels."""
+
+    def __init__(self):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.process = subprocess.Popen([sys.executable, "-m", "autograde.zygote", str(theirs.fileno())],
+                                        pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        theirs.close()
+        self.socket = ours
+        ours.settimeout(180)
+        try:
+            ready = ours.recv(64)
+        except socket.timeout:
+            ready = b""
+        ours.settimeout(None)
+        self.ready = ready == b'{"ready": true}'
+
+    def alive(self):
+        return self.ready and self.process.poll() is None
+
+    def grader_kernel(self, connection_file, env, cwd):
+        return launch.ask_zygote(self.socket.fileno(), {"connection_file": connection_file, "env": env,
+                                                        "cwd": cwd})
+
+
+_worker_zygote = None
+
+
+def for_this_worker():
+    """This process's zygote, started on first use and again if it died; None if it cannot start."""
+    global _worker_zygote
+    if _worker_zygote is None or not _worker_zygote.alive():
+        if _worker_zygote is not None:
+            _worker_zygote.process.kill()
+        _worker_zygote = Zygote()
+    return _worker_zygote if _worker_zygote.alive() else None
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    serve(int(sys.argv[1]))

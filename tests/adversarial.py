@@ -23,6 +23,7 @@ class Expect:
     reasons: tuple = ()      # words that must appear in the student's reasons
     flagged: bool = False
     output: tuple = ()       # words that must appear in the autograded notebook's outputs
+    hidden: tuple = ()       # words that must appear nowhere the student or the instructor reads
 
 
 def _cells(nb):
@@ -114,6 +115,87 @@ def _ask_zygote():  # a kernel forked by the batch's zygote still holds its sock
         raise PermissionError("the zygote hung up")
 _try("ask zygote", _ask_zygote)
 """
+# A cell's grandchild, re-parented away from the kernel, looks for a way to the zygote (a socket path in any
+# process's command line, a descriptor of the zygote's kind) and asks it for an unsandboxed grader kernel that
+# trusts the attacker's own "test cell"; that cell, run with the grader's rights, would write outside.
+ASKS_FOR_GRADER = """import hashlib, json, os, socket, stat, time
+def _ways_to_the_zygote():
+    for pid in os.listdir("/proc"):
+        try:
+            words = open(f"/proc/{{pid}}/cmdline", "rb").read().split(b"\\0")
+        except OSError:
+            continue
+        for word in words:
+            try:
+                if word and stat.S_ISSOCK(os.stat(word).st_mode):
+                    client = socket.socket(socket.AF_UNIX)
+                    client.connect(word)
+                    yield client
+            except (OSError, ValueError):
+                pass
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        try:
+            held = socket.socket(fileno=os.dup(fd))
+            if held.type == socket.SOCK_SEQPACKET:
+                yield held
+        except OSError:
+            pass
+def _escalate():
+    from jupyter_client import BlockingKernelClient
+    from jupyter_client.connect import write_connection_file
+    here = os.getcwd()
+    payload = f"open('/tmp/escaped-{student}.txt', 'w').write('x'); open({{here + '/pwned'!r}}, 'w').write('x')"
+    open("trusted.json", "w").write(json.dumps([hashlib.sha256(payload.encode()).hexdigest()]))
+    write_connection_file(here + "/grader.json", transport="ipc", ip=here + "/grader")
+    request = {{"role": "grader", "connection_file": here + "/grader.json", "cwd": here, "launcher": os.getpid(),
+               "env": dict(os.environ, GRADER_TRUSTED_CELLS=here + "/trusted.json", PYTHONPATH={repo!r})}}
+    for zygote in _ways_to_the_zygote():
+        try:
+            if zygote.type == socket.SOCK_SEQPACKET:
+                mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                socket.send_fds(zygote, [json.dumps(request).encode()], [theirs.fileno()])
+                zygote = mine
+            else:
+                zygote.sendall(json.dumps(request).encode() + b"\\n")
+            zygote.settimeout(5)
+            if not zygote.recv(100):
+                continue
+            client = BlockingKernelClient(connection_file=here + "/grader.json")
+            client.load_connection_file()
+            client.start_channels()
+            client.wait_for_ready(timeout=20)
+            client.execute_interactive(payload, timeout=20)
+            return
+        except Exception:
+            continue
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        try:
+            _escalate()
+        finally:
+            os._exit(0)
+    os._exit(0)
+for _ in range(80):
+    if os.path.exists("pwned"):
+        break
+    time.sleep(0.1)
+print("grader role", "SUCCEEDED" if os.path.exists("pwned") else "refused")
+"""
+# Names of the files the grader exchanged with the sandboxed processes, made links to a file outside: a grader that
+# wrote there would create it; one that read the planted protections report would quote the solutions.
+PLANTS_IN_THE_CALLS_FOLDER = """    import os
+    for name in ("call.in", "fn.in", "export.pkl"):
+        if os.path.lexists(name):
+            os.remove(name)
+        os.symlink("/tmp/escaped-{student}.txt", name)
+"""
+PLANTS_IN_THE_KERNEL_FOLDER = """import os
+os.symlink({solutions!r}, "sandbox-skipped.txt")
+os._exit(3)"""
+RETURNS_A_BROADCAST_VIEW = """    import numpy
+    return numpy.broadcast_to(numpy.float32(0.357), (400_000_000,))  # 1.6 GB, sent as one number
+"""
 PICKLE_BOMB = """class _Evil:
     def __reduce__(self):
         return (print, ("unpickled in the grader!",))
@@ -129,6 +211,8 @@ def build(release, source, repo):
         cls[student] = (nb_or_bytes if isinstance(nb_or_bytes, bytes) else _dump(nb_or_bytes), expect)
 
     add("honest", sample_class.filled_in(release, source), Expect(full))
+    for odd_id in ("smith[2]", "o'brien mary", "zoë"):  # ids nbgrader globs, quotes or spells in UTF-8
+        add(odd_id, sample_class.filled_in(release, source), Expect(full))
     add("honest_noisy", _right(release, source, body_prefix="    import warnings, sys\n"
                                "    warnings.warn('a harmless library warning', DeprecationWarning)\n"
                                "    print('noise on stderr', file=sys.stderr)\n"), Expect(full))
@@ -156,6 +240,16 @@ def build(release, source, repo):
     pickle_bomb = _wrong(release, source, PICKLE_BOMB)
     _cells(pickle_bomb)[0].source = _cells(pickle_bomb)[0].source.replace("return torch.zeros(())", "return _Evil()")
     add("pickle_bomb", pickle_bomb, Expect(0))
+    add("asks_for_grader", _wrong(release, source, ASKS_FOR_GRADER.format(repo=str(repo), student="asks_for_grader")),
+        Expect(0, output=("grader role refused",)))
+    plants = _right(release, source, PLANTS_IN_THE_KERNEL_FOLDER.format(solutions=str(source)))
+    _cells(plants)[0].source = _after_docstring(_cells(plants)[0].source,
+                                                PLANTS_IN_THE_CALLS_FOLDER.format(student="plants_symlinks"))
+    add("plants_symlinks", plants, Expect(full - LAST_EXERCISE_POINTS, reasons=("killed its Python",),
+                                          hidden=("BEGIN SOLUTION",)))
+    huge_view = sample_class.filled_in(release, source)
+    _cells(huge_view)[0].source = _after_docstring(_cells(huge_view)[0].source, RETURNS_A_BROADCAST_VIEW)
+    add("returns_a_broadcast_view", huge_view, Expect(full - FIRST_EXERCISE_POINTS, reasons=("more than 256 MB",)))
 
     edited = _wrong(release, source)
     for cell in _tests(edited):

@@ -31,6 +31,7 @@ A = adversarial.ASSIGNMENT
 LIMITS = Limits(cell_seconds=10, notebook_seconds=120)
 PROTECTIONS = sandbox.available()
 CLASS = adversarial.build(pipeline.RELEASE / A / f"{A}.ipynb", pipeline.SOLUTIONS / A / f"{A}.ipynb", pipeline.ROOT)
+ESCAPED = [Path(f"/tmp/escaped-{student}.txt") for student in ("escapes", "asks_for_grader", "plants_symlinks")]
 
 
 def write_submissions(folder, students):
@@ -48,6 +49,8 @@ def scores(results):
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp("adversarial")
+    for path in ESCAPED:
+        path.unlink(missing_ok=True)
     submissions = write_submissions(root / "submitted_in", CLASS)
     workspace = pipeline.Workspace(root=root / "course")
     results, problems = batch.grade_class(A, submissions, workspace, workers=2, limits=LIMITS, progress=False)
@@ -73,10 +76,14 @@ def test_each_submission_gets_its_honest_score_and_a_reason(graded, student):
     if got["reasons"]:
         problems = workspace.dir("feedback") / student / A / "problems.html"
         assert problems.exists() and "could not be fully graded" in problems.read_text()
+    for words in expect.hidden:
+        shown = [p for p in (workspace.dir("feedback") / student / A).rglob("*") if p.is_file()]
+        assert all(words not in p.read_text(errors="replace") for p in shown) and words not in reasons, \
+            f"{student}: {words!r} reached what the student or the instructor reads"
 
 
 def test_nothing_escaped_the_sandbox(graded):
-    assert not Path("/tmp/escaped-escapes.txt").exists()
+    assert not [path for path in ESCAPED if path.exists()]
     notebook = nbformat.read(graded[2].dir("autograded") / "pickle_bomb" / A / f"{A}.ipynb", as_version=4)
     outputs = str([cell.get("outputs") for cell in notebook.cells])
     assert "Unpickler" in outputs or "weights_only" in outputs or "cannot be graded" in outputs, outputs[:2000]
@@ -127,7 +134,7 @@ def test_failures_by_exercise_counts_every_student(graded):
     assert {r["exercise"] for r in rows} == {g["cell"] for g in results["honest"]["grades"]}
     assert all(r["full"] + r["partial"] + r["zero"] == len(CLASS) for r in rows)
     gaussian = next(r for r in rows if r["exercise"] == "test_gaussian_nll")
-    keeps_the_last = {"exits_when_tested"}  # the one student who loses points elsewhere but not here
+    keeps_the_last = {"exits_when_tested", "returns_a_broadcast_view"}  # they lose points elsewhere, not here
     assert gaussian["full"] == sum(1 for s, (_, e) in CLASS.items() if e.score == 12 or s in keeps_the_last)
 
 
@@ -178,6 +185,9 @@ def test_dask_cluster_and_an_lms_zip_give_the_same_grades(graded, tmp_path):
 
 
 OTHER_ASSIGNMENTS = [a for a in pipeline.assignments() if a != A]
+# two notebooks graded at once share the two cores: notebook 09's training cell then needs more than the default
+# 120 s a cell may take alone; the limits are not what these tests check
+SHARED_CORES = Limits(cell_seconds=300, notebook_seconds=1200)
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +203,7 @@ def solutions_graded(tmp_path_factory):
                        target / f"{assignment}.ipynb")
         results, _ = batch.grade_class(assignment, root / assignment / "submitted",
                                        pipeline.Workspace(root=root / assignment / "course"), workers=1,
-                                       limits=Limits(), progress=False)
+                                       limits=SHARED_CORES, progress=False)
         return results["solver"]
 
     with ThreadPoolExecutor(2) as pool:

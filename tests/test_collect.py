@@ -297,3 +297,35 @@ def test_loose_files_without_a_pattern_are_refused_clearly(tmp_path):
 def test_a_missing_source_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope"):
         collect(tmp_path / "nope", A, EXPECTED)
+
+
+# --- symbolic links: reported, never followed (a link could hand in the solutions as the student's work) -------
+
+def test_links_in_a_submitted_folder_are_reported_and_not_followed(tmp_path):
+    secret = tmp_path / "solutions"
+    secret.mkdir()
+    (secret / NB).write_text("THE SOLUTIONS")
+    source = submitted_folder(tmp_path / "submitted", {f"alice/{A}/notes.txt": "mine", f"bob/{A}/{NB}": notebook("bob")})
+    (source / "alice" / A / NB).symlink_to(secret / NB)
+    (source / "alice" / A / "data").symlink_to(secret)
+    (source / "carol").mkdir()
+    (source / "carol" / A).symlink_to(secret)
+    (source / "dave").symlink_to(source / "bob")
+    intake = collect(source, A, EXPECTED)
+    assert [s.student for s in intake.submissions] == ["bob"]
+    assert all(b"THE SOLUTIONS" not in data for s in intake.submissions for data in s.files.values())
+    only_problem(intake, "alice", f"alice/{A}/{NB} is a symbolic link", "not followed")
+    only_problem(intake, "alice", f"alice/{A}/data is a symbolic link")
+    only_problem(intake, "carol", f"carol/{A} is a symbolic link", "not read")
+    only_problem(intake, "dave", "dave is a symbolic link", "not read")
+
+
+def test_links_among_loose_files_are_reported_and_not_followed(tmp_path):
+    (tmp_path / "solutions.ipynb").write_text("THE SOLUTIONS")
+    source = loose(tmp_path, "folder", {f"alice_attempt_{T1}_{NB}": notebook("alice")})
+    (source / f"bob_attempt_{T1}_{NB}").symlink_to(tmp_path / "solutions.ipynb")
+    (source / "more").symlink_to(tmp_path)
+    intake = collect(source, A, EXPECTED, named_regexp=REGEXP)
+    assert [s.student for s in intake.submissions] == ["alice"]
+    only_problem(intake, f"bob_attempt_{T1}_{NB} is a symbolic link")
+    only_problem(intake, "more is a symbolic link")

@@ -211,6 +211,9 @@ def launch(x):
 '''
 EXPORT_FROM_A_KERNEL = '''
 import linecache, sys
+sys.path.insert(0, sys.argv[3])
+from autograde import student_kernel  # what the kernel sends on its channel, kept here in a file
+student_kernel.send_to_grader = lambda data: open("export.pkl", "wb").write(data)
 cell = "/nonexistent/ipykernel_1/cell.py"
 linecache.cache[cell] = (len(sys.argv[2]), None, sys.argv[2].splitlines(keepends=True), cell)
 exec(compile(open(sys.argv[1]).read(), "student_side.py", "exec"))
@@ -247,7 +250,8 @@ else:
 def test_a_triton_kernel_and_its_helper_reach_the_call_server_with_their_source(tmp_path, interpret):
     env = {**os.environ, "TRITON_INTERPRET": interpret}
     side = str(batch.HERE / "student_side.py")
-    for script, args in ((EXPORT_FROM_A_KERNEL, [side, TRITON_CELL]), (LOAD_AS_THE_CALL_SERVER, [])):
+    for script, args in ((EXPORT_FROM_A_KERNEL, [side, TRITON_CELL, str(batch.HERE.parent)]),
+                         (LOAD_AS_THE_CALL_SERVER, [])):
         done = subprocess.run([sys.executable, "-c", script, *args], cwd=tmp_path, env=env, capture_output=True,
                               text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]

@@ -33,19 +33,32 @@ print("course_lib", "allowed")
 """
 
 
+# what autograde.student_kernel does first, before any student code: then the probe, as a student's cell
+SANDBOX_THEN_PROBE = """
+import os, sys
+from autograde import sandbox
+workdir, memory_mb = sys.argv[1], int(sys.argv[2])
+sandbox.prepare_workdir(workdir)
+os.chdir(workdir)
+print("skipped", repr("; ".join(sandbox.apply(workdir, memory_mb, 60, 16))))
+sys.argv = sys.argv[2:]
+exec(open("probe.py").read())
+"""
+
+
 def run_sandboxed(tmp_path, memory_mb=2048):
     workdir = tmp_path / "work"
     workdir.mkdir()
     (workdir / "probe.py").write_text(PROBE)
     outside = tmp_path / "outside.txt"
     secret = sandbox.REPO / "solutions" / "01_mle_and_nll" / "01_mle_and_nll.ipynb"
-    done = subprocess.run([sys.executable, "-m", "autograde.sandbox", f"--workdir={workdir}",
-                           f"--memory-mb={memory_mb}", "--", sys.executable, "probe.py",
+    done = subprocess.run([sys.executable, "-c", SANDBOX_THEN_PROBE, str(workdir), str(memory_mb),
                            str(secret), str(sandbox.REPO), str(outside), str(os.getpid())],
                           capture_output=True, text=True, cwd=sandbox.REPO, timeout=120)
     assert done.returncode == 0, done.stderr
-    verdicts = dict(line.split()[:2] for line in done.stdout.splitlines())
-    skipped = (workdir / "sandbox-skipped.txt").read_text() if (workdir / "sandbox-skipped.txt").exists() else ""
+    verdicts = dict(line.split(maxsplit=1)[:2] for line in done.stdout.splitlines())
+    skipped = verdicts.pop("skipped")
+    verdicts = {k: v.split()[0] for k, v in verdicts.items()}
     return verdicts, skipped, outside
 
 

@@ -1,78 +1,118 @@
-"""autograde.zygote: students' kernels forked warm, each still sandboxed, and never able to ask for another."""
+"""autograde.zygote and autograde.provisioner: kernels forked warm, reached only through descriptors.
+
+The test process plays the batch worker: nbclient's KernelManager starts the grader kernel through
+the provisioner, which asks this process's zygote; a student cell then runs in a student kernel the
+zygote forked on the grader kernel's own descriptor, and looks for any way back to the zygote.
+"""
+import json
 import os
-import subprocess
+import socket
 import sys
 import time
 
 import pytest
-from jupyter_client import BlockingKernelClient
-from jupyter_client.connect import write_connection_file
+from jupyter_client import KernelManager
 
-from autograde import sandbox
-from autograde.zygote import ForkedKernel
+from autograde import batch, launch, provisioner, zygote
 
 pytestmark = pytest.mark.slow
-REQUEST_FROM_INSIDE = '''
-import json, socket, subprocess, sys
-def ask(path):
-    client = socket.socket(socket.AF_UNIX)
-    client.connect(path)
-    client.sendall(json.dumps({"connection_file": "k.json", "workdir": "/", "limits": {}}).encode() + b"\\n")
-    return "granted" if client.recv(100) else "refused"
-print("kernel asks:", ask(PATH))
-child = subprocess.run([sys.executable, "-c", f"import socket, json; c = socket.socket(socket.AF_UNIX); c.connect({PATH!r}); "
-                        "c.sendall(b'{}\\\\n'); print('granted' if c.recv(100) else 'refused')"], capture_output=True, text=True)
-print("its child asks:", child.stdout.strip() or child.stderr.strip()[-200:])
-try:
-    open(SECRET).read(1)
-    print("secret read")
-except OSError:
-    print("secret refused")
+
+LOOKS_FOR_THE_ZYGOTE = r'''
+import os, socket, stat
+parent = open(f"/proc/{os.getppid()}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+print("forked by the zygote:", "autograde.zygote" in parent)
+kinds = []
+for fd in map(int, os.listdir("/proc/self/fd")):
+    try:
+        kinds.append(socket.socket(fileno=os.dup(fd)).type)
+    except OSError:
+        pass
+print("holds a zygote descriptor:", socket.SOCK_SEQPACKET in kinds)
+paths = []
+for pid in os.listdir("/proc"):
+    try:
+        words = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+    except OSError:
+        continue
+    paths += [w for w in words if w and os.path.exists(w) and stat.S_ISSOCK(os.stat(w).st_mode)]
+print("socket paths in command lines:", len(paths))
+print("pid", os.getpid())
 '''
 
 
 @pytest.fixture
-def zygote(tmp_path):
-    path = str(tmp_path / "zygote.socket")
-    process = subprocess.Popen([sys.executable, "-m", "autograde.zygote", path], cwd=sandbox.REPO,
-                               env=dict(os.environ, MPLCONFIGDIR=str(tmp_path)))
-    deadline = time.monotonic() + 120
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield path
-    process.kill()
-    process.wait()
-
-
-def test_a_forked_kernel_runs_sandboxed_and_cannot_ask_the_zygote_for_another(zygote, tmp_path):
-    workdir = tmp_path / "student"
-    workdir.mkdir()
-    connection = workdir / "kernel.json"
-    write_connection_file(str(connection), transport="ipc", ip=str(workdir / "ipc"))
-    kernel = ForkedKernel(zygote, {"connection_file": str(connection), "workdir": str(workdir),
-                                   "limits": {"memory_mb": 4096}})
-    client = BlockingKernelClient(connection_file=str(connection))
-    client.load_connection_file()
+def grader(tmp_path):
+    spec = tmp_path / "kernels" / batch.KERNEL_NAME
+    spec.mkdir(parents=True)
+    env = {"GRADER_LIMITS": json.dumps({"cell_seconds": 30}), "GRADER_EVENTS": str(tmp_path / "events.jsonl"),
+           "PYTHONPATH": str(batch.HERE.parent)}
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "autograde.grader_kernel", "-f", "{connection_file}"],
+        "metadata": {"kernel_provisioner": {"provisioner_name": provisioner.NAME}},
+        "display_name": "grader", "language": "python", "env": env}))
+    os.environ["JUPYTER_PATH"] = str(tmp_path)
+    manager = KernelManager(kernel_name=batch.KERNEL_NAME)
+    manager.start_kernel(cwd=str(tmp_path))
+    client = manager.client()
     client.start_channels()
     client.wait_for_ready(timeout=60)
+    yield manager, client
+    client.stop_channels()
+    if manager.is_alive():
+        manager.shutdown_kernel(now=True)
+    del os.environ["JUPYTER_PATH"]
+
+
+def test_a_student_kernel_forked_warm_has_no_way_to_the_zygote_and_ends_with_its_grader(grader):
+    manager, client = grader
+    assert isinstance(manager.provisioner, provisioner.ZygoteProvisioner)
+    grader_parent = open(f"/proc/{manager.provisioner.pid}/stat").read().rsplit(")", 1)[1].split()[1]
+    assert "autograde.zygote" in open(f"/proc/{grader_parent}/cmdline").read(), "the grader kernel was not forked"
     printed = []
-    secret = sandbox.REPO / "solutions" / "01_mle_and_nll" / "01_mle_and_nll.ipynb"
-    code = f"PATH = {zygote!r}\nSECRET = {str(secret)!r}\n" + REQUEST_FROM_INSIDE
-    reply = client.execute_interactive(code, timeout=60, output_hook=lambda m: printed.append(
+    reply = client.execute_interactive(LOOKS_FOR_THE_ZYGOTE, timeout=120, output_hook=lambda m: printed.append(
         m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
     text = "".join(printed)
     assert reply["content"]["status"] == "ok", text
-    assert "kernel asks: refused" in text and "its child asks: refused" in text, text
-    if sandbox.available()["landlock"] is None:
-        assert "secret refused" in text, text
-    assert kernel.poll() is None
-    os.killpg(kernel.pid, 9)
-    assert kernel.wait() == -9
-    client.stop_channels()
+    assert "forked by the zygote: True" in text, text
+    assert "holds a zygote descriptor: False" in text and "socket paths in command lines: 0" in text, text
+    student = int(text.split("pid ")[1].split()[0])
+    os.kill(manager.provisioner.pid, 9)  # the grader kernel dies without a word: its student's kernel goes too
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{student}") and "Z" not in open(f"/proc/{student}/stat").read().split()[2]:
+        assert time.monotonic() < deadline, "the student's kernel outlived its grader kernel"
+        time.sleep(0.1)
 
 
-def test_a_request_from_outside_the_sandbox_is_served(zygote, tmp_path):
-    kernel = ForkedKernel(zygote, {"connection_file": str(tmp_path / "no-such-dir" / "k.json"),
-                                   "workdir": str(tmp_path / "w"), "limits": {}})
-    assert kernel.pid > 0
-    assert kernel.wait() != 0  # the kernel could not start (no connection file there) and its status is reported
+def test_a_request_not_well_formed_is_dropped_and_the_next_one_served(tmp_path):
+    parent = zygote.Zygote()
+    try:
+        assert parent.alive()
+        parent.socket.send(b'{"connection_file": "k.json"}')  # no socket to answer on: dropped
+        parent.socket.send(b"not json at all")
+        kernel = parent.grader_kernel(str(tmp_path / "k.json"), dict(os.environ), str(tmp_path))
+        assert kernel.pid > 0 and kernel.poll() is None
+        kernel.kill()
+        assert kernel.wait(timeout=30) == -9  # and its end is reported
+    finally:
+        parent.process.kill()
+        parent.process.wait()
+
+
+def test_a_settings_object_survives_its_one_serialisation():
+    settings = launch.Settings("calls", "/tmp/w", launch.Limits(memory_mb=123), threads=2)
+    assert launch.Settings.loads(settings.dumps()) == settings
+
+
+def test_a_frame_larger_than_its_limit_is_refused_before_it_is_read():
+    ours, theirs = socket.socketpair()
+    launch.send(theirs, b"x" * 1000)
+    with pytest.raises(ValueError, match="1000 bytes"):
+        launch.receive(ours, limit=999, timeout=5)
+    ours, theirs = socket.socketpair()
+    theirs.sendall((100).to_bytes(8, "big") + b"cut short")  # the process died mid-frame
+    theirs.close()
+    with pytest.raises(launch.ChannelClosed):
+        launch.receive(ours, limit=1 << 20, timeout=5)
+    ours, theirs = socket.socketpair()
+    with pytest.raises(TimeoutError):
+        launch.receive(ours, limit=1 << 20, timeout=0.5)
