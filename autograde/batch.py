@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -130,16 +129,25 @@ def _lay_out(course, job):
     (course / "source" / job.assignment).mkdir(parents=True)  # nbgrader copies extra source files: none
     (course / "trusted.json").write_text(json.dumps(sorted(trusted_cell_digests(course / "gradebook.db",
                                                                                 job.assignment))))
-    spec = course / "jupyter" / "kernels" / KERNEL_NAME
+    write_kernel_spec(course / "jupyter", {
+        "GRADER_TRUSTED_CELLS": str(course / "trusted.json"), "GRADER_LIMITS": json.dumps(job.limits),
+        "GRADER_EVENTS": str(course / "events.jsonl"), "OMP_NUM_THREADS": str(job.threads),
+        "MKL_NUM_THREADS": str(job.threads)})
+
+
+def write_kernel_spec(jupyter_dir, env, warm=True):
+    """The grader kernel's kernelspec under `jupyter_dir`/kernels (a JUPYTER_PATH entry), with `env` for it.
+
+    warm: forked by this worker's zygote, which only this process can ask (autograde/provisioner.py);
+    otherwise nbclient starts the kernelspec's argv, a fresh Python.
+    """
+    spec = Path(jupyter_dir) / "kernels" / KERNEL_NAME
     spec.mkdir(parents=True)
-    env = {"GRADER_TRUSTED_CELLS": str(course / "trusted.json"), "GRADER_LIMITS": json.dumps(job.limits),
-           "GRADER_EVENTS": str(course / "events.jsonl"), "PYTHONPATH": str(HERE.parent),
-           "OMP_NUM_THREADS": str(job.threads), "MKL_NUM_THREADS": str(job.threads)}
     (spec / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "autograde.grader_kernel", "-f", "{connection_file}"],
-        # forked warm by this worker's zygote, which only this process can ask (autograde/provisioner.py)
-        "metadata": {"kernel_provisioner": {"provisioner_name": provisioner.NAME}},
-        "display_name": "Python 3 (graded, sandboxed)", "language": "python", "env": env}))
+        "metadata": {"kernel_provisioner": {"provisioner_name": provisioner.NAME}} if warm else {},
+        "display_name": "Python 3 (graded, sandboxed)", "language": "python",
+        "env": dict(env, PYTHONPATH=str(HERE.parent))}))
 
 
 def trusted_cell_digests(db_path, assignment):
@@ -210,7 +218,6 @@ def _released(source):
 
 def _run_nbgrader(course, job):
     from nbgrader.apps import NbGraderAPI
-    from traitlets.config import Config
     saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "JUPYTER_RUNTIME_DIR")}
     os.environ.update(JUPYTER_PATH=str(course / "jupyter"), JUPYTER_RUNTIME_DIR=str(course / "runtime"))
     cwd = os.getcwd()

@@ -181,7 +181,7 @@ class StudentKernel:
         """Take what the kernel sent on its channel (it may block sending until we do), up to one frame's limit."""
         self.channel.setblocking(False)
         try:
-            while len(self.inbox) <= (self.limits.file_mb << 20) + 8:
+            while len(self.inbox) <= (self.limits.file_mb << 20) + launch.HEADER_BYTES:
                 chunk = self.channel.recv(1 << 20)
                 if not chunk:
                     break
@@ -218,7 +218,7 @@ class StudentKernel:
         self.server.loaded = set()
 
     def load(self, names):
-        """Send each of `names` the call server lacks, as `__grader_export__` sends it on the channel, to the call server."""
+        """Send each of `names` the call server lacks, as `__grader_export__` sent it on the channel, to it."""
         for name in sorted(set(names) - self.server.loaded):
             self._read_channel()
             self.inbox.clear()  # whatever the student sent unasked is not the export
@@ -238,15 +238,13 @@ class StudentKernel:
 
     def _frame(self, name):
         """The one frame the export sent, bounded: a larger one restarts the kernel (the channel is out of step)."""
-        limit = self.limits.file_mb << 20
-        size = int.from_bytes(self.inbox[:8], "big") if len(self.inbox) >= 8 else None
-        if size is not None and size > limit:
+        try:
+            frame = launch.take_frame(self.inbox, self.limits.file_mb << 20)
+        except ValueError:
             self.restart()
-            raise AssertionError(f"{name} (with the globals it uses) is larger than {self.limits.file_mb} MB")
-        if size is None or len(self.inbox) < 8 + size:
+            raise AssertionError(f"{name} (with the globals it uses) is larger than {self.limits.file_mb} MB") from None
+        if frame is None:
             raise AssertionError(f"{name} could not be handed to the grader: its kernel sent no whole export")
-        frame = bytes(self.inbox[8:8 + size])
-        del self.inbox[:8 + size]
         return frame
 
     def call(self, request, payload):
@@ -302,7 +300,7 @@ class CallServer:
         except (launch.ChannelClosed, OSError) as error:
             code = self.process.poll() if self.process else None
             self.stop()
-            raise StudentKernelDied(f"the process running the call exited" +
+            raise StudentKernelDied("the process running the call exited" +
                                     (f" with status {code}" if code is not None else f" ({error})")) from None
         except ValueError as error:
             self.stop()
@@ -326,7 +324,7 @@ def _first_frame(channel, process, what):
         raise StudentKernelDied(f"{what} did not start ({error})") from None
 
 
-def _bounded(value, limit, where="the answer"):
+def _bounded(value, limit):
     """Refuse an answer whose tensors hold more than `limit` bytes, counted by their logical size: a view of
     one number stretched (stride 0) to a billion loads small and is materialised large by any comparison."""
     total = 0
@@ -602,5 +600,5 @@ def main(connection_file):
     IPKernelApp.launch_instance(kernel_class=GraderKernel, argv=["-f", connection_file])
 
 
-if __name__ == "__main__":
-    IPKernelApp.launch_instance(kernel_class=GraderKernel)
+if __name__ == "__main__":  # python -m autograde.grader_kernel -f CONNECTION_FILE, as the kernelspec says
+    main(sys.argv[sys.argv.index("-f") + 1])

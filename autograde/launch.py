@@ -16,6 +16,7 @@ afresh for each start of the kernel, before any code of the student's has run.
 """
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -26,7 +27,8 @@ from dataclasses import asdict, dataclass, field
 from autograde.sandbox import Limits
 
 ZYGOTE_ENV = "GRADER_ZYGOTE_FDS"  # set by the zygote in a grader kernel it forks: {"student": fd, "calls": fd}
-_HEADER = struct.Struct("!Q")
+_HEADER = struct.Struct("!Q")     # a frame: its length, then its bytes
+HEADER_BYTES = _HEADER.size
 
 
 @dataclass
@@ -65,11 +67,27 @@ def send(sock, data: bytes, timeout: float = None):
 def receive(sock, limit: int, timeout: float = None, alive=lambda: True):
     """One frame of at most `limit` bytes; TimeoutError after `timeout` s, ChannelClosed if the peer went."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    header = _exactly(sock, _HEADER.size, deadline, alive)
-    size, = _HEADER.unpack(header)
+    size = _size(_exactly(sock, _HEADER.size, deadline, alive), limit)
+    return _exactly(sock, size, deadline, alive)
+
+
+def take_frame(buffer: bytearray, limit: int):
+    """The first whole frame in `buffer` (bytes already received), removed from it; None while it is incomplete."""
+    if len(buffer) < _HEADER.size:
+        return None
+    end = _HEADER.size + _size(buffer, limit)
+    if len(buffer) < end:
+        return None
+    frame = bytes(buffer[_HEADER.size:end])
+    del buffer[:end]
+    return frame
+
+
+def _size(header, limit):
+    size, = _HEADER.unpack_from(header)
     if size > limit:
         raise ValueError(f"sent {size} bytes where at most {limit} were expected")
-    return _exactly(sock, size, deadline, alive)
+    return size
 
 
 def _exactly(sock, size, deadline, alive):
@@ -108,7 +126,6 @@ def drain(sock):
 
 def die_with_parent():
     import ctypes
-    import signal
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
@@ -155,10 +172,10 @@ class Started:
                 os.kill(self.pid, number)
 
     def kill(self):
-        self.send_signal(9)
+        self.send_signal(signal.SIGKILL)
 
     def terminate(self):
-        self.send_signal(15)
+        self.send_signal(signal.SIGTERM)
 
 
 def ask_zygote(descriptor: int, request: dict, fds=()):

@@ -11,8 +11,9 @@ same, minus `course_lib` (the course's reference implementations), plus no socke
 (seccomp): it keeps the one connection to the grader it was given, and can open no other.
 
 The kernel talks to the grader over Unix sockets in the working directory and over the channel it
-was started with (autograde.launch), which cross the network namespace. Every protection is tried on its own: one the machine cannot give (an old
-kernel, user namespaces disabled) is reported by `available()` and skipped, the rest still apply.
+was started with (autograde.launch), which cross the network namespace. Every protection is tried
+on its own: one the machine cannot give (an old kernel, user namespaces disabled) is reported by
+`available()` and skipped, the rest still apply.
 """
 import ctypes
 import errno
@@ -34,9 +35,6 @@ class Limits:
     notebook_seconds: float = 600.0  # wall time for all the student's cells together (ditto)
     file_mb: int = 256             # largest file the kernel may write
     output_kb: int = 256           # output a cell may send back before it is cut (ditto)
-
-    def args(self):
-        return [f"--memory-mb={self.memory_mb}", f"--cpu-seconds={self.cpu_seconds}", f"--file-mb={self.file_mb}"]
 
 
 # ---------------------------------------------------------------- protections, each on its own

@@ -2,9 +2,9 @@
 
 Role "student" of autograde.launch, started warm by the zygote or cold, either way in a fresh
 working directory: the sandbox first (autograde.sandbox), then ipykernel on the connection file the
-grader wrote, then, its sockets bound, a report of what the sandbox could not apply on the channel. The channel
-stays open for `autograde/student_side.py`, which sends the student's functions on it when a test
-calls them; the grader reads from it only what it asked for, bounded in size.
+grader wrote, then, its sockets bound, a report of what the sandbox could not apply on the channel.
+The channel stays open for `autograde/student_side.py`, which sends the student's functions on it
+when a test calls them; the grader reads from it only what it asked for, bounded in size.
 """
 import json
 

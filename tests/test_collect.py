@@ -305,7 +305,8 @@ def test_links_in_a_submitted_folder_are_reported_and_not_followed(tmp_path):
     secret = tmp_path / "solutions"
     secret.mkdir()
     (secret / NB).write_text("THE SOLUTIONS")
-    source = submitted_folder(tmp_path / "submitted", {f"alice/{A}/notes.txt": "mine", f"bob/{A}/{NB}": notebook("bob")})
+    source = submitted_folder(tmp_path / "submitted", {f"alice/{A}/notes.txt": "mine",
+                                                       f"bob/{A}/{NB}": notebook("bob")})
     (source / "alice" / A / NB).symlink_to(secret / NB)
     (source / "alice" / A / "data").symlink_to(secret)
     (source / "carol").mkdir()

@@ -125,13 +125,8 @@ def kernel(tmp_path_factory):
     root = tmp_path_factory.mktemp("kernel")
     trusted = root / "trusted.json"
     trusted.write_text(json.dumps([digest(code) for code in TEST_CELLS.values()]))
-    spec = root / "kernels" / batch.KERNEL_NAME
-    spec.mkdir(parents=True)
-    env = {"GRADER_TRUSTED_CELLS": str(trusted), "GRADER_LIMITS": json.dumps({"cell_seconds": 30}),
-           "GRADER_EVENTS": str(root / "events.jsonl"), "PYTHONPATH": str(batch.HERE.parent)}
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "autograde.grader_kernel", "-f", "{connection_file}"],
-        "display_name": "grader", "language": "python", "env": env}))
+    batch.write_kernel_spec(root, {"GRADER_TRUSTED_CELLS": str(trusted), "GRADER_LIMITS": json.dumps(
+        {"cell_seconds": 30}), "GRADER_EVENTS": str(root / "events.jsonl")}, warm=False)  # every process cold
     os.environ["JUPYTER_PATH"] = str(root)
     manager = KernelManager(kernel_name=batch.KERNEL_NAME)
     manager.start_kernel(cwd=str(root))

@@ -84,7 +84,8 @@ def test_memory_is_limited_and_skipped_protections_are_reported(tmp_path):
     verdicts, skipped, _ = run_sandboxed(tmp_path, memory_mb=2048)
     assert verdicts["allocate_6GiB"] == "denied"
     for name, reason in PROTECTIONS.items():
-        assert (name in skipped) == (reason is not None), f"{name}: available() says {reason!r}, launcher says {skipped!r}"
+        assert (name in skipped) == (reason is not None), \
+            f"{name}: available() says {reason!r}, apply() says {skipped!r}"
 
 
 CALLS_PROBE = ATTEMPT + r"""

@@ -7,7 +7,6 @@ zygote forked on the grader kernel's own descriptor, and looks for any way back 
 import json
 import os
 import socket
-import sys
 import time
 
 import pytest
@@ -42,14 +41,8 @@ print("pid", os.getpid())
 
 @pytest.fixture
 def grader(tmp_path):
-    spec = tmp_path / "kernels" / batch.KERNEL_NAME
-    spec.mkdir(parents=True)
-    env = {"GRADER_LIMITS": json.dumps({"cell_seconds": 30}), "GRADER_EVENTS": str(tmp_path / "events.jsonl"),
-           "PYTHONPATH": str(batch.HERE.parent)}
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "autograde.grader_kernel", "-f", "{connection_file}"],
-        "metadata": {"kernel_provisioner": {"provisioner_name": provisioner.NAME}},
-        "display_name": "grader", "language": "python", "env": env}))
+    batch.write_kernel_spec(tmp_path, {"GRADER_LIMITS": json.dumps({"cell_seconds": 30}),
+                                       "GRADER_EVENTS": str(tmp_path / "events.jsonl")})
     os.environ["JUPYTER_PATH"] = str(tmp_path)
     manager = KernelManager(kernel_name=batch.KERNEL_NAME)
     manager.start_kernel(cwd=str(tmp_path))
