@@ -106,7 +106,8 @@ def grade_job(job: Job) -> Outcome:
         _lay_out(course, job)
         outcome.reasons += _unreadable(job.files)
         if not outcome.reasons:
-            outcome.reasons += audit_test_cells(job.files, course / "gradebook.db", job.assignment)
+            outcome.reasons += restore_cells(course / "submitted" / IN_JOB / job.assignment, course / "gradebook.db",
+                                             job.assignment)
             outcome.flagged = bool(outcome.reasons)
             outcome.reasons += _run_nbgrader(course, job)
         events = course / "events.jsonl"
@@ -182,24 +183,28 @@ def _unreadable(files):
     return problems
 
 
-def audit_test_cells(files, db_path, assignment):
-    """Test cells the student deleted, edited or retyped (nbgrader restores them; we say so)."""
+def restore_cells(submitted, db_path, assignment):
+    """Put back what the student changed in the graded cells of each notebook in `submitted` (the grading copy);
+    the reasons, one per change. nbgrader restores a test cell's source and type, and re-adds a deleted one;
+    its nbgrader metadata (grade, solution, locked, points, grade_id), which nbgrader trusts, is restored here."""
     from nbgrader.api import Gradebook
     problems = []
     with Gradebook(f"sqlite:///{db_path}") as gb:
         for notebook in gb.find_assignment(assignment).notebooks:
-            data = files.get(f"{notebook.name}.ipynb")
-            if data is None:
+            path = Path(submitted) / f"{notebook.name}.ipynb"
+            if not path.exists():
                 problems.append(f"{notebook.name}.ipynb was not handed in: every exercise in it scores zero.")
                 continue
-            submitted = nbformat.reads(data.decode(), as_version=4).cells
-            if not submitted:
+            nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+            if not nb.cells:
                 problems.append(f"{notebook.name}.ipynb has no cells at all: there is nothing to grade.")
-            cells = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in submitted}
+            found = _restore_names(notebook, nb.cells, problems)
             for source in notebook.source_cells:
+                cell = found.get(source.name)
+                if cell is not None:
+                    _restore_metadata(notebook, source, cell, problems)
                 if not _is_test(notebook, source.name):
                     continue
-                cell = cells.get(source.name)
                 if cell is None:
                     problems.append(f"test cell {source.name} was deleted (or its nbgrader metadata removed); "
                                     f"it was restored from the assignment and run.")
@@ -208,7 +213,60 @@ def audit_test_cells(files, db_path, assignment):
                                     f"{cell.cell_type}; it was restored from the assignment and run.")
                 elif cell.source.strip() != _released(source.source):
                     problems.append(f"test cell {source.name} was edited; the original was restored and run.")
+            path.write_text(nbformat.writes(nb), encoding="utf-8")
     return problems
+
+
+def _restore_names(notebook, cells, problems):
+    """{grade_id: cell} of the graded cells in `cells`. A cell named what the assignment does not have gets back
+    the name of the test cell it is (same source, that name missing), else is left an ordinary cell."""
+    known = {source.name: source for source in notebook.source_cells}
+    found = {}
+    for cell in cells:
+        name = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if name in known and name not in found:
+            found[name] = cell
+    for cell in cells:
+        name = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if name is None or name in known:
+            continue
+        original = next((source.name for source in notebook.source_cells if source.name not in found
+                         and _is_test(notebook, source.name) and cell.source.strip() == _released(source.source)),
+                        None)
+        if original:
+            cell.metadata.nbgrader["grade_id"], found[original] = original, cell
+            problems.append(f"test cell {original} was renamed {name!r}; its name was restored and it was run.")
+        else:
+            del cell.metadata["nbgrader"]
+            problems.append(f"a cell was named {name!r}, which is not a cell of the assignment; "
+                            f"it was run as an ordinary cell.")
+    return found
+
+
+def _restore_metadata(notebook, source, cell, problems):
+    graded = {c.name: c for c in notebook.grade_cells}
+    expected = {"grade": source.name in graded, "solution": source.name in {c.name for c in notebook.solution_cells},
+                "locked": source.locked, "task": source.name in {c.name for c in notebook.task_cells}}
+    if expected["grade"]:
+        expected["points"] = float(graded[source.name].max_score)
+    metadata = cell.metadata.nbgrader
+    changed = [f"{key}: {metadata.get(key)!r}" for key, value in expected.items()
+               if (metadata.get(key, False) if key != "points" else _number(metadata.get(key))) != value]
+    if "points" in metadata and not expected["grade"]:
+        changed.append(f"points: {metadata['points']!r}")
+    if changed:
+        kind = "test cell" if _is_test(notebook, source.name) else "cell"
+        problems.append(f"{kind} {source.name}'s nbgrader metadata was changed ({', '.join(changed)}); "
+                        f"it was restored from the assignment and the cell was graded as the assignment sets it.")
+        metadata.pop("points", None)
+        metadata.update(expected)
+
+
+def _number(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _released(source):

@@ -24,6 +24,7 @@ import sys
 import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 REFERENCE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -309,39 +310,139 @@ class FromScratchViolation(AssertionError):
 ACTIVE_RULES = []  # (forbidden, exercise) of each from_scratch block now open, innermost last
 
 
+# ATen operations whose name is not the public one they implement (the rest are matched by their own name)
+_ATEN_NAMES = {"_log_softmax": "log_softmax", "_softmax": "softmax", "cross_entropy_loss": "cross_entropy",
+               "nll_loss_forward": "nll_loss", "nll_loss2d_forward": "nll_loss", "nll_loss_nd": "nll_loss",
+               "log_sigmoid_forward": "log_sigmoid"}
+AUTOGRAD = ("backward", "grad")  # forbidding either forbids every way to run autograd's backward pass
+
+
+def _canonical(name):
+    """One spelling per op: torch.special.x is exported as special_x, x_ is x in place, x.default an overload."""
+    name = name.split(".")[0].removeprefix("special_").rstrip("_") or name
+    return _ATEN_NAMES.get(name, name)
+
+
 class _TorchCallRecorder(TorchFunctionMode):
     """Sees every torch function and Tensor method called while active, whatever name it was called by."""
 
     def __init__(self, names):
         super().__init__()
-        self.names, self.seen = set(names), []
+        self.names, self.seen, self.inside = {_canonical(n) for n in names}, [], 0
+
+        self.running = 0  # calls under way: this mode is off the stack while they run (it is not switched off)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        name = getattr(func, "__name__", "")
-        if name.removeprefix("special_") in self.names:  # torch.special.x is exported as special_x
+        forbidden = _canonical(getattr(func, "__name__", "")) in self.names
+        if forbidden:
             self.seen.append(_public_name(func))
+        self.inside += forbidden  # the operations it dispatches to are this call, already recorded
+        self.running += 1
+        try:
+            return func(*args, **(kwargs or {}))
+        finally:
+            self.inside -= forbidden
+            self.running -= 1
+
+
+class _AtenOpRecorder(TorchDispatchMode):
+    """Sees the ATen operation every call dispatches to, however it was reached (torch.ops.aten.x.default,
+    torch.special.expit -> sigmoid, F.cross_entropy -> log_softmax and nll_loss), and autograd's backward pass."""
+
+    def __init__(self, functions):
+        super().__init__()
+        self.functions, self.seen = functions, []
+        self.autograd = bool(functions.names & set(AUTOGRAD))
+
+    @classmethod
+    def _should_skip_dynamo(cls):  # else torch wraps the handler for torch.compile, importing torch._dynamo (seconds)
+        return False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not self.functions.inside:
+            name = func.overloadpacket.__name__
+            if _canonical(name) in self.functions.names:
+                self.seen.append(f"torch.ops.aten.{name}")
+            if self.autograd and torch._C._current_graph_task_id() != -1:
+                self.seen.append("autograd's backward pass")
         return func(*args, **(kwargs or {}))
 
 
 def _public_name(func):
     """The name a student would recognise: torch.logsumexp, Tensor.logsumexp, torch.special.logsumexp."""
     qualname = getattr(func, "__qualname__", func.__name__)
+    module = getattr(func, "__module__", None) or ""
+    if isinstance(func, torch._ops.OpOverload):
+        return f"torch.ops.aten.{func.__name__}"
     if qualname.startswith(("TensorBase.", "Tensor.")):
         return "Tensor." + func.__name__
-    module = getattr(func, "__module__", None) or ""
     if module == "torch._C._special":
         return "torch.special." + func.__name__.removeprefix("special_")
-    if module.startswith("torch.nn.functional"):
-        return "torch.nn.functional." + func.__name__
+    if module.startswith(("torch.nn.", "torch.autograd")):
+        return f"{module}.{func.__name__}"
     return "torch." + func.__name__
 
 
-def _reference_call_recorder(functions, seen):
-    """A profile hook recording calls into course_lib's references (not grading) or given Python functions."""
+TORCH_DIR = os.path.dirname(torch.__file__)
+
+
+def _libraries():
+    """Where the standard library and installed packages live: code there runs on behalf of whoever called it."""
+    import sysconfig
+    paths = {sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")}
+    return tuple(sorted(p for p in paths if p)) + ("<frozen ",)
+
+
+def _off_switches():
+    """Builtins (and torch's Python helpers) that would take the code after them out of the recorders' sight:
+    another thread or process runs unrecorded, and the profile hook and torch's mode stacks can be emptied."""
+    import _posixsubprocess
+    import _thread
+    from torch.utils import _python_dispatch
+    builtins = {sys.setprofile: "sys.setprofile", _thread.start_new_thread: "a new thread",
+                _posixsubprocess.fork_exec: "a new process", torch._C._pop_torch_function_stack: "torch's mode stack",
+                torch._C._pop_torch_dispatch_stack: "torch's mode stack"}
+    builtins.update({getattr(os, name): "a new process" for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp")
+                     if hasattr(os, name)})
+    builtins.update({getattr(_thread, name): "a new thread" for name in ("start_joinable_thread",)
+                     if hasattr(_thread, name)})
+    helpers = {_python_dispatch._disable_current_modes.__wrapped__.__code__: "torch's mode stack",
+               torch.overrides._pop_mode_temporarily.__wrapped__.__code__: "torch's mode stack"}
+    return {id(f): label for f, label in builtins.items()}, helpers  # by identity: not every callable hashes
+
+
+def _modes_off(torch_calls):
+    """Whether torch's function modes (other than while our own runs a call) or dispatch modes are off."""
+    functions_off = not torch._C._is_torch_function_mode_enabled() and not torch_calls.running
+    return functions_off or torch._C._dispatch_tls_is_dispatch_key_excluded(torch._C.DispatchKey.Python)
+
+
+def _call_recorder(functions, seen, escapes, torch_calls):
+    """A profile hook recording calls into course_lib's references (not grading) or given Python functions;
+    and, for what the student's own code calls (directly or through the standard library, not what torch
+    does as it works, which switches its own modes off and on): every off switch, and any call made with
+    torch's modes off (torch._C.DisableTorchFunction, torch._C._DisableTorchDispatch)."""
     codes = {getattr(f, "__code__", None) for f in functions} - {None}
+    builtins, helpers = _off_switches()
+    trusted, libraries = (TORCH_DIR, REFERENCE_DIR), _libraries()
+
+    def by_student(caller):
+        while caller is not None and caller.f_code.co_filename.startswith(libraries):
+            if caller.f_code.co_filename.startswith(trusted):
+                return False
+            caller = caller.f_back
+        return caller is not None and not caller.f_code.co_filename.startswith(trusted)
 
     def hook(frame, event, arg):
-        if event != "call":
+        if event not in ("call", "c_call"):
+            return
+        caller = frame if event == "c_call" else frame.f_back
+        ours = event == "call" and frame.f_code.co_filename == __file__  # a recorder, called with itself popped
+        if not ours and by_student(caller):
+            switch = builtins.get(id(arg)) if event == "c_call" else helpers.get(frame.f_code)
+            if switch or _modes_off(torch_calls):
+                escapes.append(switch or "torch with its modes switched off")
+        if event == "c_call":
             return
         code = frame.f_code
         # lambdas and comprehensions (<lambda>, <listcomp>) only run inside a function that is itself seen
@@ -355,26 +456,38 @@ def _reference_call_recorder(functions, seen):
 
 @contextlib.contextmanager
 def from_scratch(*forbidden, exercise="this exercise"):
-    """Fail if code run inside the block calls a forbidden function.
+    """Fail if code run inside the block calls a forbidden function, or runs code out of the recorders' sight.
 
     forbidden: torch op names ("logsumexp", "log_softmax", "cross_entropy", ...) matched on every
-    torch alias of that op, or Python functions matched by identity of their code. The course's
-    reference implementations (course_lib, except this module) are always forbidden.
+    torch alias of that op and on the ATen operation any call dispatches to; "backward" or "grad"
+    forbid autograd's backward pass however it is started (Tensor.backward, torch.autograd.grad,
+    torch.func.grad, ...); Python functions are matched by identity of their code. The course's
+    reference implementations (course_lib, except this module) are always forbidden, and so are a new
+    thread or process and switching the recorders off: what runs there would not be seen.
     """
     names = {f for f in forbidden if isinstance(f, str)}
     functions = [f for f in forbidden if not isinstance(f, str)]
-    seen = []
+    seen, escapes = [], []
     previous = sys.getprofile()
-    recorder = _TorchCallRecorder(names)
-    sys.setprofile(_reference_call_recorder(functions, seen))
+    torch_calls = _TorchCallRecorder(names)
+    aten_ops = _AtenOpRecorder(torch_calls)
+    hook = _call_recorder(functions, seen, escapes, torch_calls)
+    sys.setprofile(hook)
     ACTIVE_RULES.append((forbidden, exercise))  # for code that runs the student's function in another process
     try:
-        with recorder:
+        with torch_calls, aten_ops:
             yield
+            if sys.getprofile() is not hook:
+                escapes.append("the profile hook")
     finally:
         ACTIVE_RULES.pop()
         sys.setprofile(previous)
-    calls = sorted(set(recorder.seen + seen))
+    if escapes:
+        raise FromScratchViolation(
+            f"{exercise} must run where the from-scratch check can see it, but it used "
+            f"{', '.join(sorted(set(escapes)))}.\n"
+            f"  hint: compute the answer in the function itself, in this thread, without switching checks off.")
+    calls = sorted(set(torch_calls.seen + aten_ops.seen + seen))
     if calls:
         raise FromScratchViolation(
             f"{exercise} must be written from scratch, but it called {', '.join(calls)}.\n"

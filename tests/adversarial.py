@@ -196,6 +196,65 @@ os._exit(3)"""
 RETURNS_A_BROADCAST_VIEW = """    import numpy
     return numpy.broadcast_to(numpy.float32(0.357), (400_000_000,))  # 1.6 GB, sent as one number
 """
+# Right answers from the shortcuts each exercise forbids, reached under names the shortcut does not have: an ATen
+# operation called directly, autograd's engine run without Tensor.backward.
+_REDUCTION = '{"none": 0, "mean": 1, "sum": 2}[reduction]'
+BY_OTHER_NAMES = {
+    "categorical_nll": f"_aten('nll_loss_forward')(torch.log(probs), targets, None, {_REDUCTION}, -100)[0]",
+    "binary_cross_entropy": f"_aten('binary_cross_entropy')(probs, targets, None, {_REDUCTION})",
+    "binary_cross_entropy_with_logits": "_aten('binary_cross_entropy_with_logits')(logits, targets, "
+                                        f"None, None, {_REDUCTION})",
+    "bce_logit_grad": "_engine_grad(logits, targets, reduction)",
+    "mse": f"_aten('mse_loss')(pred, target, {_REDUCTION})",
+}
+BY_OTHER_NAMES_HELPERS = """import torch
+def _aten(name):  # by a string: cloudpickle would try to send torch.ops itself, and cannot
+    return getattr(getattr(torch, "ops").aten, name).default
+def _engine_grad(logits, targets, reduction):
+    z = logits.detach().clone().requires_grad_()
+    loss = torch.nn.functional.softplus(z) - targets * z
+    loss = loss.mean() if reduction == "mean" else loss.sum()
+    torch.autograd.Variable._execution_engine.run_backward((loss,), (torch.ones(()),), False, False, (), True, True)
+    return z.grad
+"""
+# ... and computed where the recorders cannot see: another thread, or with every mode (or the profile hook) off.
+OUT_OF_SIGHT = {
+    "categorical_nll": "_in_a_thread(lambda: torch.nn.functional.nll_loss(torch.log(probs), targets, "
+                       "reduction=reduction))",
+    "binary_cross_entropy": "_modes_off(lambda: torch.nn.functional.binary_cross_entropy(probs, targets, "
+                            "reduction=reduction))",
+    "mse": "_popped(lambda: torch.nn.functional.mse_loss(pred, target, reduction=reduction))",
+    "gaussian_nll": "_in_a_thread(lambda: torch.nn.functional.gaussian_nll_loss(mean, target, "
+                    "torch.as_tensor(var, dtype=mean.dtype).expand_as(mean), full=full, eps=eps, reduction=reduction))",
+}
+OUT_OF_SIGHT_HELPERS = """import threading, torch
+def _in_a_thread(compute):
+    result = []
+    worker = threading.Thread(target=lambda: result.append(compute()))
+    worker.start()
+    worker.join()
+    return result[0]
+def _modes_off(compute):
+    with torch._C.DisableTorchFunction(), torch._C._DisableTorchDispatch():
+        return compute()
+def _popped(compute):
+    with torch.overrides._pop_mode_temporarily():
+        return compute()
+"""
+
+
+def _answered(release, source, answers, helpers):
+    """Right answers to the exercises named in `answers` (a return expression each), the rest as solved."""
+    nb = sample_class.filled_in(release, source)
+    for cell in _cells(nb):
+        expression = answers.get(sample_class._nbgrader(cell)["grade_id"])
+        if expression:
+            signature_and_docstring = _after_docstring(cell.source, "\0").split("\0")[0]
+            cell.source = signature_and_docstring + f"    return {expression}\n"
+    _cells(nb)[0].source = helpers + "\n" + _cells(nb)[0].source
+    return nb
+
+
 PICKLE_BOMB = """class _Evil:
     def __reduce__(self):
         return (print, ("unpickled in the grader!",))
@@ -251,6 +310,13 @@ def build(release, source, repo):
     _cells(huge_view)[0].source = _after_docstring(_cells(huge_view)[0].source, RETURNS_A_BROADCAST_VIEW)
     add("returns_a_broadcast_view", huge_view, Expect(full - FIRST_EXERCISE_POINTS, reasons=("more than 256 MB",)))
 
+    add("reaches_shortcuts_by_other_names", _answered(release, source, BY_OTHER_NAMES, BY_OTHER_NAMES_HELPERS),
+        Expect(LAST_EXERCISE_POINTS, output=("must be written from scratch", "torch.ops.aten.nll_loss_forward",
+                                             "torch.ops.aten.binary_cross_entropy_with_logits",
+                                             "autograd's backward pass", "torch.ops.aten.mse_loss")))
+    add("hides_shortcuts", _answered(release, source, OUT_OF_SIGHT, OUT_OF_SIGHT_HELPERS),
+        Expect(full - 7, output=("a new thread", "torch with its modes switched off", "torch's mode stack")))
+
     edited = _wrong(release, source)
     for cell in _tests(edited):
         cell.source = "pass  # tests? what tests?"
@@ -263,6 +329,18 @@ def build(release, source, repo):
         cell.pop("outputs", None)
         cell.pop("execution_count", None)
         cell.cell_type = "markdown"
+    relabelled = sample_class.filled_in(release, source)  # nbgrader trusts a cell's metadata: each one is changed
+    first, second, third = (cell.metadata.nbgrader for cell in _tests(relabelled)[:3])
+    first["grade"] = False
+    second["solution"] = True
+    third["points"] = 100
+    _cells(relabelled)[0].metadata.nbgrader.update(grade=True, points=50)
+    add("relabels_cells", relabelled, Expect(full, reasons=("grade: False", "solution: True", "points: 100",
+                                                           "points: 50", "was restored"), flagged=True))
+    renamed = sample_class.filled_in(release, source)
+    for cell in _tests(renamed):
+        cell.metadata.nbgrader["grade_id"] += "_renamed"
+    add("renames_tests", renamed, Expect(full, reasons=("was renamed",), flagged=True))
     add("retypes_tests", retyped, Expect(full, reasons=("changed from code to markdown",), flagged=True))
 
     minus_last = full - LAST_EXERCISE_POINTS

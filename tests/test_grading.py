@@ -1,6 +1,7 @@
 """course_lib.grading: what the notebook test cells rely on to reject wrong answers clearly."""
 import pytest
 import torch
+import torch._dynamo  # noqa: F401  torch.func imports it on first use: here, not under the recorder's hook (seconds)
 import torch.nn.functional as F
 
 from course_lib import grading, softmax as ref
@@ -35,12 +36,79 @@ def swallowed_violation(x):
     lambda: torch.nn.CrossEntropyLoss()(X, Y),
     lambda: ref.logsumexp(X),
     lambda: swallowed_violation(X),
+    lambda: torch.ops.aten.logsumexp.default(X, [-1]),
+    lambda: torch.ops.aten._log_softmax.default(X, -1, False),
+    lambda: torch.ops.aten.cross_entropy_loss.default(X, Y),
+    lambda: torch.distributions.Categorical(logits=X).log_prob(Y),
 ], ids=["torch", "alias", "method", "special", "renamed import", "module", "F.cross_entropy",
-        "CrossEntropyLoss", "course_lib reference", "caught by the student"])
+        "CrossEntropyLoss", "course_lib reference", "caught by the student", "aten op", "aten internal op",
+        "aten composite op", "inside torch.distributions"])
 def test_from_scratch_catches_every_route_to_a_forbidden_op(call):
     with pytest.raises(FromScratchViolation, match="must be written from scratch, but it called"):
         with from_scratch("logsumexp", "log_softmax", "cross_entropy", exercise="logsumexp"):
             call()
+
+
+def _leaf():
+    return X.clone().requires_grad_()
+
+
+@pytest.mark.parametrize("forbidden, call", [
+    ("sigmoid", lambda: torch.special.expit(X)),
+    ("sigmoid", lambda: torch.ops.aten.sigmoid.default(X)),
+    ("exp", lambda: X.clone().exp_()),
+    ("nll_loss", lambda: torch.ops.aten.nll_loss_forward.default(X, Y, None, 1, -100)),
+    ("grad", lambda: (lambda x: torch.autograd.grad(x.exp().sum(), x))(_leaf())),
+    ("backward", lambda: torch.autograd.Variable._execution_engine.run_backward(  # autograd's engine itself
+        (_leaf().exp().sum(),), (torch.ones(()),), False, False, (), True, True)),
+    ("backward", lambda: torch.autograd.backward(_leaf().exp().sum())),
+    ("backward", lambda: torch.func.grad(lambda x: x.exp().sum())(X)),
+    ("grad", lambda: torch.autograd.functional.vjp(lambda x: x.exp().sum(), X)),
+], ids=["special.expit", "aten sigmoid", "in place", "aten nll_loss_forward", "autograd.grad", "autograd engine",
+        "autograd.backward", "func.grad", "autograd.functional.vjp"])
+def test_from_scratch_matches_the_operation_not_the_name(forbidden, call):
+    with pytest.raises(FromScratchViolation, match="must be written from scratch"):
+        with from_scratch(forbidden):
+            call()
+
+
+def _in_a_thread():
+    import threading
+    worker = threading.Thread(target=lambda: torch.logsumexp(X, -1))
+    worker.start()
+    worker.join()
+
+
+def _with_modes_off():
+    from torch.utils._python_dispatch import _disable_current_modes
+    with _disable_current_modes():
+        torch.ops.aten.logsumexp.default(X, [-1])
+
+
+def _profile_off():
+    import sys
+    sys.setprofile(None)
+    torch.logsumexp(X, -1)
+
+
+@pytest.mark.parametrize("call, used", [
+    (_in_a_thread, "a new thread"),
+    (_with_modes_off, "torch's mode stack"),
+    (_profile_off, "sys.setprofile"),
+    (lambda: __import__("subprocess").run(["true"]), "a new process"),
+], ids=["thread", "modes off", "profile off", "subprocess"])
+def test_from_scratch_refuses_code_run_out_of_its_sight(call, used):
+    with pytest.raises(FromScratchViolation, match=f"must run where the from-scratch check can see it.*{used}"):
+        with from_scratch("logsumexp"):
+            call()
+
+
+def test_from_scratch_does_not_see_forbidden_ops_in_what_is_allowed():
+    with from_scratch("logsumexp", "nll_loss"):  # F.cross_entropy would dispatch to nll_loss
+        stable_lse(X).sum()
+    with from_scratch("logsumexp"):  # a call that is allowed is not blamed for what it dispatches to
+        F.cross_entropy(X, Y)
+        (X * 2).sum()
 
 
 def test_from_scratch_names_the_forbidden_call():
