@@ -134,7 +134,8 @@ def test_failures_by_exercise_counts_every_student(graded):
     assert {r["exercise"] for r in rows} == {g["cell"] for g in results["honest"]["grades"]}
     assert all(r["full"] + r["partial"] + r["zero"] == len(CLASS) for r in rows)
     gaussian = next(r for r in rows if r["exercise"] == "test_gaussian_nll")
-    keeps_the_last = {"exits_when_tested", "returns_a_broadcast_view"}  # they lose points elsewhere, not here
+    keeps_the_last = {"exits_when_tested", "returns_a_broadcast_view",  # they lose points elsewhere, not here
+                      "reaches_shortcuts_by_other_names"}
     assert gaussian["full"] == sum(1 for s, (_, e) in CLASS.items() if e.score == 12 or s in keeps_the_last)
 
 
