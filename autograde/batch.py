@@ -155,13 +155,17 @@ def trusted_cell_digests(db_path, assignment):
     """sha256 of each test cell's source, as nbgrader restores it from the gradebook."""
     from nbgrader.api import Gradebook
     from autograde.grader_kernel import digest
+    digests = set()
     with Gradebook(f"sqlite:///{db_path}") as gb:
-        return {digest(cell.source) for notebook in gb.find_assignment(assignment).notebooks
-                for cell in notebook.source_cells if _is_test(notebook, cell.name)}
+        for notebook in gb.find_assignment(assignment).notebooks:
+            tests = _test_names(notebook)
+            digests |= {digest(cell.source) for cell in notebook.source_cells if cell.name in tests}
+    return digests
 
 
-def _is_test(notebook, name):
-    return name in {c.name for c in notebook.grade_cells} and name not in {c.name for c in notebook.solution_cells}
+def _test_names(notebook):
+    """The test cells: graded cells that are not also answers (those are graded by hand)."""
+    return {c.name for c in notebook.grade_cells} - {c.name for c in notebook.solution_cells}
 
 
 def _unreadable(files):
@@ -198,12 +202,14 @@ def restore_cells(submitted, db_path, assignment):
             nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
             if not nb.cells:
                 problems.append(f"{notebook.name}.ipynb has no cells at all: there is nothing to grade.")
-            found = _restore_names(notebook, nb.cells, problems)
+            expected = _assignment_metadata(notebook)
+            tests = _test_names(notebook)
+            found = _restore_names(notebook, tests, nb.cells, problems)
             for source in notebook.source_cells:
                 cell = found.get(source.name)
                 if cell is not None:
-                    _restore_metadata(notebook, source, cell, problems)
-                if not _is_test(notebook, source.name):
+                    _restore_metadata(source.name, expected[source.name], source.name in tests, cell, problems)
+                if source.name not in tests:
                     continue
                 if cell is None:
                     problems.append(f"test cell {source.name} was deleted (or its nbgrader metadata removed); "
@@ -217,10 +223,22 @@ def restore_cells(submitted, db_path, assignment):
     return problems
 
 
-def _restore_names(notebook, cells, problems):
+def _assignment_metadata(notebook):
+    """{grade_id: the nbgrader metadata the assignment gives that cell (grade, solution, locked, task, points)}."""
+    points = {c.name: float(c.max_score) for c in notebook.grade_cells}
+    solutions, tasks = {c.name for c in notebook.solution_cells}, {c.name for c in notebook.task_cells}
+    expected = {}
+    for source in notebook.source_cells:
+        fields = {"grade": source.name in points, "solution": source.name in solutions, "locked": source.locked,
+                  "task": source.name in tasks}
+        expected[source.name] = dict(fields, points=points[source.name]) if fields["grade"] else fields
+    return expected
+
+
+def _restore_names(notebook, tests, cells, problems):
     """{grade_id: cell} of the graded cells in `cells`. A cell named what the assignment does not have gets back
     the name of the test cell it is (same source, that name missing), else is left an ordinary cell."""
-    known = {source.name: source for source in notebook.source_cells}
+    known = {source.name for source in notebook.source_cells}
     found = {}
     for cell in cells:
         name = cell.metadata.get("nbgrader", {}).get("grade_id")
@@ -230,9 +248,8 @@ def _restore_names(notebook, cells, problems):
         name = cell.metadata.get("nbgrader", {}).get("grade_id")
         if name is None or name in known:
             continue
-        original = next((source.name for source in notebook.source_cells if source.name not in found
-                         and _is_test(notebook, source.name) and cell.source.strip() == _released(source.source)),
-                        None)
+        original = next((source.name for source in notebook.source_cells if source.name in tests
+                         and source.name not in found and cell.source.strip() == _released(source.source)), None)
         if original:
             cell.metadata.nbgrader["grade_id"], found[original] = original, cell
             problems.append(f"test cell {original} was renamed {name!r}; its name was restored and it was run.")
@@ -243,21 +260,16 @@ def _restore_names(notebook, cells, problems):
     return found
 
 
-def _restore_metadata(notebook, source, cell, problems):
-    graded = {c.name: c for c in notebook.grade_cells}
-    expected = {"grade": source.name in graded, "solution": source.name in {c.name for c in notebook.solution_cells},
-                "locked": source.locked, "task": source.name in {c.name for c in notebook.task_cells}}
-    if expected["grade"]:
-        expected["points"] = float(graded[source.name].max_score)
+def _restore_metadata(name, expected, is_test, cell, problems):
     metadata = cell.metadata.nbgrader
-    changed = [f"{key}: {metadata.get(key)!r}" for key, value in expected.items()
-               if (metadata.get(key, False) if key != "points" else _number(metadata.get(key))) != value]
-    if "points" in metadata and not expected["grade"]:
+    given = {key: _number(metadata.get(key)) if key == "points" else metadata.get(key, False) for key in expected}
+    changed = [f"{key}: {metadata.get(key)!r}" for key, value in expected.items() if given[key] != value]
+    if "points" in metadata and "points" not in expected:
         changed.append(f"points: {metadata['points']!r}")
     if changed:
-        kind = "test cell" if _is_test(notebook, source.name) else "cell"
-        problems.append(f"{kind} {source.name}'s nbgrader metadata was changed ({', '.join(changed)}); "
-                        f"it was restored from the assignment and the cell was graded as the assignment sets it.")
+        problems.append(f"{'test cell' if is_test else 'cell'} {name}'s nbgrader metadata was changed "
+                        f"({', '.join(changed)}); it was restored from the assignment and the cell was graded as "
+                        f"the assignment sets it.")
         metadata.pop("points", None)
         metadata.update(expected)
 

@@ -17,6 +17,7 @@ Three jobs, each raising ``AssertionError`` with a message a student can act on:
   (another exercise) for a correct one.
 """
 import contextlib
+import functools
 import math
 import os
 import sys
@@ -329,7 +330,6 @@ class _TorchCallRecorder(TorchFunctionMode):
     def __init__(self, names):
         super().__init__()
         self.names, self.seen, self.inside = {_canonical(n) for n in names}, [], 0
-
         self.running = 0  # calls under way: this mode is off the stack while they run (it is not switched off)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -349,19 +349,19 @@ class _AtenOpRecorder(TorchDispatchMode):
     """Sees the ATen operation every call dispatches to, however it was reached (torch.ops.aten.x.default,
     torch.special.expit -> sigmoid, F.cross_entropy -> log_softmax and nll_loss), and autograd's backward pass."""
 
-    def __init__(self, functions):
+    def __init__(self, torch_calls):
         super().__init__()
-        self.functions, self.seen = functions, []
-        self.autograd = bool(functions.names & set(AUTOGRAD))
+        self.torch_calls, self.seen = torch_calls, []
+        self.autograd = bool(torch_calls.names & set(AUTOGRAD))
 
     @classmethod
     def _should_skip_dynamo(cls):  # else torch wraps the handler for torch.compile, importing torch._dynamo (seconds)
         return False
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if not self.functions.inside:
+        if not self.torch_calls.inside:
             name = func.overloadpacket.__name__
-            if _canonical(name) in self.functions.names:
+            if _canonical(name) in self.torch_calls.names:
                 self.seen.append(f"torch.ops.aten.{name}")
             if self.autograd and torch._C._current_graph_task_id() != -1:
                 self.seen.append("autograd's backward pass")
@@ -386,6 +386,7 @@ def _public_name(func):
 TORCH_DIR = os.path.dirname(torch.__file__)
 
 
+@functools.cache
 def _libraries():
     """Where the standard library and installed packages live: code there runs on behalf of whoever called it."""
     import sysconfig
@@ -393,6 +394,7 @@ def _libraries():
     return tuple(sorted(p for p in paths if p)) + ("<frozen ",)
 
 
+@functools.cache
 def _off_switches():
     """Builtins (and torch's Python helpers) that would take the code after them out of the recorders' sight:
     another thread or process runs unrecorded, and the profile hook and torch's mode stacks can be emptied."""
@@ -426,12 +428,15 @@ def _call_recorder(functions, seen, escapes, torch_calls):
     builtins, helpers = _off_switches()
     trusted, libraries = (TORCH_DIR, REFERENCE_DIR), _libraries()
 
-    def by_student(caller):
-        while caller is not None and caller.f_code.co_filename.startswith(libraries):
-            if caller.f_code.co_filename.startswith(trusted):
+    def by_student(caller):  # the first frame outside the libraries is the student's, unless it is trusted
+        while caller is not None:
+            file = caller.f_code.co_filename
+            if file.startswith(trusted):
                 return False
+            if not file.startswith(libraries):
+                return True
             caller = caller.f_back
-        return caller is not None and not caller.f_code.co_filename.startswith(trusted)
+        return False
 
     def hook(frame, event, arg):
         if event not in ("call", "c_call"):
