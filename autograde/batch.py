@@ -18,6 +18,7 @@ only students without a marker for their current submission; a student merged bu
 is graded again and merged again, which replaces the earlier rows.
 """
 import argparse
+import ctypes
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -293,12 +295,22 @@ def _run_nbgrader(course, job):
     cwd = os.getcwd()
     os.chdir(course)  # the grader kernel's Unix sockets are made relative to here
     try:
-        config = course_config(course, Limits(**job.limits))
-        api = NbGraderAPI(config=config)
-        done = api.autograde(job.assignment, IN_JOB, force=True, create=True)
+        limits = Limits(**job.limits)
+        api = NbGraderAPI(config=course_config(course, limits))
+        stopped, done = time_limited(limits.grading_seconds, api.autograde, job.assignment, IN_JOB, force=True,
+                                     create=True)
+        if stopped:
+            return [f"grading was stopped after {limits.grading_seconds:g} s, the limit on grading one submission "
+                    f"(--grading-seconds); nothing was graded"]
         if not done["success"]:
-            return [f"nbgrader could not autograde this submission: {_last_error(done)}"]
-        made = api.generate_feedback(job.assignment, IN_JOB, force=True)
+            backstop = (" (nbgrader's own limit on a cell, twice --cell-seconds plus 60 s: the grader kernel did not "
+                        "answer in time)" if "CellTimeoutError" in _last_error(done) else "")
+            return [f"nbgrader could not autograde this submission: {_last_error(done)}{backstop}"]
+        stopped, made = time_limited(limits.feedback_seconds, api.generate_feedback, job.assignment, IN_JOB,
+                                     force=True)
+        if stopped:
+            return [f"writing the feedback was stopped after {limits.feedback_seconds:g} s, its limit "
+                    f"(--feedback-seconds); the grades stand, but there is no feedback page"]
         if not made["success"]:
             return [f"feedback could not be generated: {_last_error(made)}"]
         return []
@@ -325,6 +337,37 @@ def course_config(course, limits):
                         "KernelManager": {"transport": "ipc", "ip": str(course / "kernel")}})
     config.merge(overrides)
     return config
+
+
+class StageTimeout(BaseException):
+    """Raised in a stage's thread when it outlives its limit (BaseException: no `except Exception` keeps it)."""
+
+
+def time_limited(seconds, function, *args, **kwargs):
+    """function(*args, **kwargs) in a thread of its own, stopped after `seconds` of wall time (StageTimeout is
+    raised in it, between two bytecodes); returns (stopped, its value). The stop can only land in that thread,
+    which ends with it: nothing the caller runs afterwards can see it. A stage stuck in one C call, which
+    no stop reaches, is left behind a minute later, still running, and reported stopped."""
+    outcome = {}
+
+    def stage():
+        try:
+            outcome["value"] = function(*args, **kwargs)
+        except StageTimeout:
+            pass
+        except BaseException as error:  # handed to the caller, as a plain call would raise it
+            outcome["error"] = error
+
+    worker = threading.Thread(target=stage, name=f"stage {getattr(function, '__name__', '')}", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    stopped = worker.is_alive() and not outcome  # (a stage ending at this very moment meets it in its last steps)
+    if stopped:  # it may catch the stop (nbgrader catches everything) and return: it was stopped all the same
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(worker.ident), ctypes.py_object(StageTimeout))
+    worker.join(60)  # a stage stuck in one C call never meets the stop: it is left behind, and the job goes on
+    if "error" in outcome:
+        raise outcome["error"]
+    return stopped, outcome.get("value")
 
 
 def _last_error(done):
@@ -466,9 +509,29 @@ def executor(workers=None, scheduler=None):
     return ProcessPoolExecutor(max_workers=workers or os.cpu_count(), mp_context=multiprocessing.get_context("spawn"))
 
 
+class SandboxUnavailable(RuntimeError):
+    pass
+
+
+def check_sandbox(limits):
+    """Refuse to grade where a student's code could not be boxed, unless told the class is trusted."""
+    from autograde import sandbox
+    if limits.unsafe_no_sandbox:
+        print("warning: --unsafe-no-sandbox: students' code runs with resource limits only, and can read and write "
+              "whatever this user can", file=sys.stderr)
+        return
+    problem = sandbox.problem()
+    if problem:
+        raise SandboxUnavailable(f"students' code cannot be sandboxed here: {problem}. Install bubblewrap "
+                                 f"(apt-get install bubblewrap) on a kernel with user namespaces, or pass "
+                                 f"--unsafe-no-sandbox for a class you trust; nothing was graded")
+
+
 def grade_class(assignment, submissions, workspace=pipeline.Workspace(), workers=None, scheduler=None,
                 limits=Limits(), progress=True, roster=None, named_regexp=NAMED_REGEXP):
-    """Grade every submission not yet graded; returns ({student: outcome summary}, intake problems)."""
+    """Grade every submission not yet graded; returns ({student: outcome summary}, intake problems).
+    Raises SandboxUnavailable where bubblewrap cannot box a student's code (and limits do not say to go on)."""
+    check_sandbox(limits)
     from autograde.collect import collect
     intake = collect(Path(submissions), assignment, [f"{assignment}.ipynb"], roster=roster, named_regexp=named_regexp)
     template = template_gradebook(workspace, assignment)
@@ -567,15 +630,18 @@ def main(argv=None):
     parser.add_argument("--named-regexp", default=NAMED_REGEXP,
                         help="how loose LMS file names give student_id, timestamp and file_id (default: %(default)s)")
     for name, value in asdict(Limits()).items():
-        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+        if isinstance(value, bool):
+            parser.add_argument("--" + name.replace("_", "-"), action="store_true",
+                                help="grade without bubblewrap's box (limits only): for a class you trust")
+        else:
+            parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     limits = Limits(**{name: getattr(args, name) for name in asdict(Limits())})
-    from autograde import sandbox
-    for protection, reason in sandbox.available().items():
-        if reason:
-            print(f"warning: this machine cannot apply the sandbox's {protection} protection ({reason}); "
-                  f"grading goes on with the others", file=sys.stderr)
+    try:
+        check_sandbox(limits)
+    except SandboxUnavailable as error:
+        parser.exit(2, f"error: {error}\n")
     workspace = pipeline.Workspace(root=Path(args.workspace).resolve())
     from autograde.collect import read_roster
     roster = read_roster(args.roster) if args.roster else None

@@ -5,11 +5,12 @@ implementations (to plot them, to compare): so that kernel has them, along with 
 student's cells did to it. A test cell's call to a student function runs here instead, in a process
 that has never run a student cell:
 
-- course_lib's references were never imported here, and cannot be: the files are outside this
-  process's Landlock allow-list, and `import course_lib.<module>` (as the student's function's
+- course_lib's references were never imported here, and cannot be: its box holds only the grading
+  helpers' files (autograde.sandbox), and `import course_lib.<module>` (as the student's function's
   globals ask when they arrive) gives a stand-in whose every function refuses to run, naming itself;
-- it opens no socket (seccomp), so it cannot ask the student's kernel, which has the references,
-  to compute an answer for it; the one connection it has is to the grader.
+- it cannot ask the student's kernel, which has the references, to compute an answer for it: it
+  opens no socket (seccomp), shares no memory (its own IPC namespace; System V and memfd refused)
+  and sees no process of the kernel's (its own PID namespace); its one connection is to the grader.
 
 The student's function comes from the kernel pickled with cloudpickle (its code and globals by value,
 modules by name) and relayed by the grader. Loading it runs code the student wrote, here: that is
@@ -18,10 +19,10 @@ fine, because nothing here can compute the reference. The from-scratch rules on 
 so a function that tampers with the check at call time can hide its use of a torch shortcut (never
 of the course's reference, which is not here to call).
 
-Role "calls" of autograde.launch (forked warm by autograde.zygote, or started cold): it sandboxes
-itself before anything else, then serves the grader on the channel it was started with. Each
-request is two frames, a JSON header and a payload, and each answer one frame, written with
-torch.save and read by the grader with weights_only=True:
+Role "calls" of autograde.launch (forked warm by autograde.zygote, or started cold), in a box of
+its own: it puts itself under the sandbox's limits before anything else, then serves the grader on
+the channel it was started with. Each request is two frames, a JSON header and a payload, and each
+answer one frame, written with torch.save and read by the grader with weights_only=True:
   {"op": "load", "name"}                          payload: the cloudpickled object, becomes `name`
   {"op": "call", "name", "id", "keep_graph"}      payload: the arguments; answer: the result
   {"op": "backward", "id"}                        payload: the output gradients; answer: input gradients
@@ -227,8 +228,7 @@ def run(settings, channel):
     if loaded:
         raise RuntimeError(f"the course's references are already in this process: {loaded}")
     sys.meta_path.insert(0, StandIns())
-    limits = settings.limits
-    skipped = sandbox.apply(settings.workdir, limits.memory_mb, limits.cpu_seconds, limits.file_mb, calls=True)
-    torch.set_num_threads(settings.threads)  # after the sandbox: a new user namespace needs a single-threaded process
+    skipped = sandbox.restrict(settings.limits, calls=True)
+    torch.set_num_threads(settings.threads)
     launch.send(channel, json.dumps({"skipped": skipped}).encode())
-    Server().serve(channel, limits.file_mb << 20)
+    Server().serve(channel, settings.limits.file_mb << 20)

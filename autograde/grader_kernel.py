@@ -33,6 +33,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -45,9 +46,10 @@ from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelapp import IPKernelApp
 from jupyter_client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
+from jupyter_core.paths import jupyter_runtime_dir
 
 from autograde import launch
-from autograde.sandbox import Limits
+from autograde.sandbox import Limits, SandboxError
 from course_lib import grading, memory_budget  # imported before any check runs: their import is not a call
 
 HERE = Path(__file__).resolve().parent
@@ -74,13 +76,9 @@ def record_event(kind, message):
 
 
 def _kill(process):
-    """SIGKILL a student process (Popen or launch.Started) and everything it started."""
-    if process and process.poll() is None:
-        try:
-            os.killpg(process.pid, 9)
-        except ProcessLookupError:  # forked a moment ago, not yet the leader of its own group
-            os.kill(process.pid, 9)
-        process.wait()
+    """End a student process (launch.Sandboxed) and everything it started: its box closes."""
+    if process:
+        process.kill()
 
 
 class StudentKernel:
@@ -88,7 +86,7 @@ class StudentKernel:
 
     def __init__(self, limits: Limits):
         self.limits = limits
-        self.process = self.client = self.channel = self.workdir = None
+        self.process = self.client = self.channel = self.folder = None
         self.inbox = bytearray()    # what the kernel sent on its channel while a cell ran
         self.history = []           # student cells that ran without error, replayed after a restart
         self.used_seconds = 0.0
@@ -100,12 +98,24 @@ class StudentKernel:
     # -- life cycle
 
     def start(self):
-        """A fresh working directory each time: nothing a killed kernel left there is read again."""
-        self.workdir = Path(tempfile.mkdtemp(prefix="student-"))
-        connection = self.workdir / "kernel.json"
-        write_connection_file(str(connection), transport="ipc", ip=str(self.workdir / "ipc"))
-        settings = launch.Settings("student", str(self.workdir), self.limits, _threads(), str(connection))
-        self.process, self.channel = launch.start(settings)
+        """A fresh box each time: nothing a killed kernel left behind is seen again. The kernel serves on listening
+        sockets made here, in a folder of the grader's that no box holds."""
+        runtime = jupyter_runtime_dir()  # the job's own (batch sets it): gone with the job if this kernel is killed
+        os.makedirs(runtime, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(prefix="kernel-", dir=runtime))
+        connection = self.folder / "kernel.json"
+        write_connection_file(str(connection), transport="ipc", ip=str(self.folder / "ipc"))
+        info = json.loads(connection.read_text())
+        listeners = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in launch.KERNEL_PORTS]
+        try:
+            for listener, port in zip(listeners, launch.KERNEL_PORTS):
+                listener.bind(f"{info['ip']}-{info[port]}")
+                listener.listen(16)
+            settings = launch.Settings("student", self.limits, _threads(), info)
+            self.process, self.channel = _started(settings, [s.fileno() for s in listeners], "the student's kernel")
+        finally:
+            for listener in listeners:
+                listener.close()
         skipped = _first_frame(self.channel, self.process, "the student's kernel")
         self.client = BlockingKernelClient(connection_file=str(connection))
         self.client.load_connection_file()
@@ -126,9 +136,9 @@ class StudentKernel:
         if self.channel:
             self.channel.close()
             self.channel = None
-        if self.workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
+        if self.folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
 
     def restart(self):
         self.stop()
@@ -195,14 +205,25 @@ class StudentKernel:
         started = time.monotonic()
         left = self.limits.notebook_seconds - self.used_seconds
         if left <= 0:
-            raise TimeoutError(f"the notebook's time limit of {self.limits.notebook_seconds:g} s is used up")
+            raise TimeoutError(f"not run: the notebook's {self.limits.notebook_seconds:g} s (--notebook-seconds) "
+                               f"are used up")
         try:
-            reply = self.run(code, min(self.limits.cell_seconds, left), relay)
+            if left < self.limits.cell_seconds:
+                reply = self._limited(code, left, relay, f"the rest of the notebook's {self.limits.notebook_seconds:g}"
+                                                         f" s (--notebook-seconds)")
+            else:
+                reply = self._limited(code, self.limits.cell_seconds, relay, "the limit on a cell (--cell-seconds)")
         finally:
             self.used_seconds += time.monotonic() - started
         if reply["status"] == "ok":
             self.history.append(code)
         return reply
+
+    def _limited(self, code, seconds, relay, limit):
+        try:
+            return self.run(code, seconds, relay)
+        except TimeoutError:
+            raise TimeoutError(f"stopped after {seconds:g} s, {limit}") from None
 
     def functions(self):
         reply = self.run("", timeout=30, user_expressions={"names": "__grader_functions__()"})
@@ -261,13 +282,13 @@ class CallServer:
 
     def __init__(self, limits: Limits):
         self.limits = limits
-        self.process = self.channel = self.workdir = None
+        self.process = self.channel = None
         self.loaded = set()  # the student's functions it holds, as exported for the current test cell
         self.reported = False
 
     def start(self):
-        self.workdir = tempfile.mkdtemp(prefix="calls-")
-        self.process, self.channel = launch.start(launch.Settings("calls", self.workdir, self.limits, _threads()))
+        settings = launch.Settings("calls", self.limits, _threads())
+        self.process, self.channel = _started(settings, [], "the process for graded calls")
         skipped = _first_frame(self.channel, self.process, "the process for graded calls")
         if skipped and not self.reported:
             self.reported = True
@@ -280,9 +301,6 @@ class CallServer:
         _kill(self.process)
         self.process = None
         self.loaded = set()
-        if self.workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
 
     def request(self, request, payload):
         """Send `request` and its payload, read the answer; a timeout or death stops the server."""
@@ -296,7 +314,7 @@ class CallServer:
             answer = launch.receive(self.channel, limit, timeout, alive)
         except TimeoutError:
             self.stop()
-            raise TimeoutError(f"stopped after {timeout:g} s") from None
+            raise TimeoutError(f"stopped after {timeout:g} s, the limit on a call (--cell-seconds)") from None
         except (launch.ChannelClosed, OSError) as error:
             code = self.process.poll() if self.process else None
             self.stop()
@@ -313,6 +331,13 @@ class CallServer:
 
 def _threads():
     return int(os.environ.get("OMP_NUM_THREADS", "1"))
+
+
+def _started(settings, listeners, what):
+    try:
+        return launch.start(settings, listeners)
+    except SandboxError as error:
+        raise StudentKernelDied(f"{what} did not start: {error}") from None
 
 
 def _first_frame(channel, process, what):
@@ -554,16 +579,22 @@ class GraderKernel(IPythonKernel):
         if store_history:
             self.shell.execution_count += 1
         count = self.shell.execution_count
-        sent = [0]
+        sent, budget = [0], self.limits.output_kb << 10
 
         def relay(kind, content):
-            if kind == "stream":
-                sent[0] += len(content.get("text", ""))
-                if sent[0] > self.limits.output_kb << 10:
-                    if sent[0] - len(content["text"]) <= self.limits.output_kb << 10:
-                        record_event("output", f"cell {count} printed more than {self.limits.output_kb} KiB; cut")
-                        self._relay("stream", {"name": "stdout", "text": "\n[output cut: too long]\n"})
+            """Every kind of output counts (text, images, HTML, errors), by the size it takes in the notebook;
+            past the budget nothing more is kept but the error that ends the cell, shortened."""
+            size = len(json.dumps(content))
+            sent[0] += size
+            if sent[0] > budget:
+                if sent[0] - size <= budget:
+                    record_event("output", f"cell {count} sent more than {self.limits.output_kb} KiB of output "
+                                           f"(text, images and errors together); the rest was cut")
+                    self._relay("stream", {"name": "stdout", "text": "\n[output cut: too long]\n"})
+                if kind != "error":
                     return
+                content = {"ename": str(content.get("ename", ""))[:200],
+                           "evalue": str(content.get("evalue", ""))[:2000], "traceback": []}
             if kind == "execute_result":
                 content = dict(content, execution_count=count)
             self._relay(kind, content)

@@ -1,44 +1,51 @@
 """The one way a sandboxed process of a student's is started, and the one channel it is spoken to on.
 
 Two roles run a student's code: the student's own ipykernel ("student") and the process that runs
-a test's calls to the student's functions ("calls", autograde.call_server). Either is started
+a test's calls to the student's functions ("calls", autograde.call_server). Each start makes the
+process a box of its own (autograde.sandbox.Box: bubblewrap's namespaces, a tmpfs working folder),
+and the process gets into it
 
 - warm, forked by the batch worker's autograde.zygote, when the grader kernel holds a descriptor
-  for that role (the zygote gave it one; a student's process never has one), or
-- cold, as `python -m autograde.launch FD SETTINGS_JSON`, FD being its end of the channel;
+  for that role (the zygote gave it one; a student's process never has one): the fork joins the
+  box's namespaces, or
+- cold, as `python -m autograde.launch SETTINGS_JSON FD...`, which bubblewrap starts inside it;
 
-and both ways end in the same `run(settings, descriptor)` in the new process: a working directory of
-its own, the sandbox, then the role. The grader and the process exchange bytes only over the
-channel, a socket pair the grader made before the process started, and every frame read from the
-student is bounded in size. No file in a folder the student can write is read or written by the
-grader; the one thing it opens there is the student's ipykernel's ZMQ sockets, in a folder made
-afresh for each start of the kernel, before any code of the student's has run.
+and both ways end in the same `run(settings, descriptors)` in the new process: the sandbox's
+limits, then the role. The grader and the process exchange bytes only over descriptors the grader
+made before the process started: the channel (a socket pair; every frame read from the student is
+bounded in size) and, for the student's ipykernel, one listening socket per ZMQ port, bound in the
+grader's own folder, which the kernel serves on (ZMQ_USE_FD). No path in a folder the student can
+write is read, written or connected to by the grader.
 """
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
+from autograde import sandbox
 from autograde.sandbox import Limits
 
 ZYGOTE_ENV = "GRADER_ZYGOTE_FDS"  # set by the zygote in a grader kernel it forks: {"student": fd, "calls": fd}
 _HEADER = struct.Struct("!Q")     # a frame: its length, then its bytes
 HEADER_BYTES = _HEADER.size
+KERNEL_PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")  # the listeners' order
 
 
 @dataclass
 class Settings:
     """Everything a sandboxed process is started with, serialised once (JSON) whichever way it starts."""
     role: str                        # "student" or "calls"
-    workdir: str                     # a fresh private folder, made by the grader for this process only
     limits: Limits = field(default_factory=Limits)
     threads: int = 1                 # torch threads
-    connection_file: str = ""        # the student's ipykernel: its ZMQ connection file
+    connection: dict = field(default_factory=dict)  # the student's ipykernel: its connection info (key, ports)
+    workdir: str = ""                # its working folder, chosen by `start`: the box's tmpfs, or a fresh folder
 
     def dumps(self):
         return json.dumps(asdict(self))
@@ -178,6 +185,41 @@ class Started:
         self.send_signal(signal.SIGTERM)
 
 
+class Sandboxed:
+    """A started sandboxed process, as Popen has it (pid, poll, wait, kill): killing it closes its box, so every
+    process the student started there ends, and removes a working folder made outside a box."""
+
+    def __init__(self, process, box=None, scratch=None):
+        self.process, self.box, self.scratch = process, box, scratch
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    @property
+    def returncode(self):
+        return self.process.returncode
+
+    def poll(self):
+        return self.process.poll()
+
+    def wait(self, timeout=None):
+        return self.process.wait(timeout)
+
+    def kill(self):
+        if self.box:
+            self.box.close()
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:  # forked a moment ago, not yet the leader of its own session
+                os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
+
+
 def ask_zygote(descriptor: int, request: dict, fds=()):
     """Ask the zygote, on one of the descriptors it gave, to fork; `fds` travel to the child."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -190,35 +232,57 @@ def ask_zygote(descriptor: int, request: dict, fds=()):
     return Started(ours)
 
 
-def start(settings: Settings):
-    """Start a sandboxed process (warm if a zygote serves its role here); returns (handle, channel)."""
+def start(settings: Settings, listeners=()):
+    """Start a sandboxed process in a box of its own (warm if a zygote serves its role here); returns (handle,
+    channel). `listeners`: descriptors of the sockets it serves on (KERNEL_PORTS' order), made by the grader.
+    Raises sandbox.SandboxError, saying why, if the box cannot be made."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    descriptors = [theirs.fileno(), *listeners]
+    unsafe = settings.limits.unsafe_no_sandbox
+    scratch = tempfile.mkdtemp(prefix=f"{settings.role}-") if unsafe else None
+    settings.workdir = scratch or sandbox.WORKDIR
     try:
         zygotes = json.loads(os.environ.get(ZYGOTE_ENV, "{}"))
         if settings.role in zygotes:
+            box = None if unsafe else sandbox.Box(settings.role, settings.limits)
+            namespaces = box.namespaces() if box else []
             try:
-                return ask_zygote(zygotes[settings.role], {"settings": settings.dumps()}, [theirs.fileno()]), ours
+                request = {"settings": settings.dumps(), "namespaces": len(namespaces)}
+                return Sandboxed(ask_zygote(zygotes[settings.role], request, descriptors + namespaces), box,
+                                 scratch), ours
             except (OSError, ValueError, KeyError):
-                pass  # the zygote is gone: start cold
+                if box:
+                    box.close()  # the zygote is gone: start cold
+            finally:
+                for fd in namespaces:
+                    os.close(fd)
+        command = [sys.executable, "-m", "autograde.launch", settings.dumps(), *map(str, descriptors)]
         env = {k: v for k, v in os.environ.items() if k != ZYGOTE_ENV}
-        process = subprocess.Popen([sys.executable, "-m", "autograde.launch", str(theirs.fileno()), settings.dumps()],
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   start_new_session=True, pass_fds=[theirs.fileno()], env=env)
-        return process, ours
+        env["PYTHONPATH"] = str(sandbox.REPO)  # where `-m autograde.launch` is found (only its files, in a box)
+        if unsafe:
+            return Sandboxed(subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL, start_new_session=True,
+                                              pass_fds=descriptors, env=env), None, scratch), ours
+        box = sandbox.Box(settings.role, settings.limits, command, descriptors, env)
+        return Sandboxed(box.process, box), ours
+    except BaseException:
+        ours.close()
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise
     finally:
         theirs.close()
 
 
-def run(settings: Settings, descriptor: int):
-    """In the new process, started either way: the role, sandboxed, on the channel it inherited."""
-    from autograde import sandbox
-    die_with_parent()  # the zygote, or the grader kernel that started it cold
+def run(settings: Settings, descriptors):
+    """In the new process, started either way: the role, on the channel (and listeners) it inherited."""
+    die_with_parent()  # the zygote's fork that waits for it, or bubblewrap
     sandbox.prepare_workdir(settings.workdir)
     os.chdir(settings.workdir)
-    channel = socket.socket(fileno=descriptor)
+    channel = socket.socket(fileno=descriptors[0])
     if settings.role == "student":
         from autograde import student_kernel
-        student_kernel.run(settings, channel)
+        student_kernel.run(settings, channel, descriptors[1:])
     elif settings.role == "calls":
         from autograde import call_server
         call_server.run(settings, channel)
@@ -227,5 +291,5 @@ def run(settings: Settings, descriptor: int):
 
 
 if __name__ == "__main__":
-    run(Settings.loads(sys.argv[2]), int(sys.argv[1]))
+    run(Settings.loads(sys.argv[1]), [int(fd) for fd in sys.argv[2:]])
     os._exit(0)

@@ -1,12 +1,15 @@
 """The student's own ipykernel: where every cell of the notebook that is not a test cell runs.
 
-Role "student" of autograde.launch, started warm by the zygote or cold, either way in a fresh
-working directory: the sandbox first (autograde.sandbox), then ipykernel on the connection file the
-grader wrote, then, its sockets bound, a report of what the sandbox could not apply on the channel.
-The channel stays open for `autograde/student_side.py`, which sends the student's functions on it
-when a test calls them; the grader reads from it only what it asked for, bounded in size.
+Role "student" of autograde.launch, started warm by the zygote or cold, either way in a box of its
+own: the sandbox's limits first (autograde.sandbox), then ipykernel serving on the listening
+sockets the grader made for it, then, those ready, a report of what the sandbox could not apply on
+the channel. The channel stays open for `autograde/student_side.py`, which sends the student's
+functions on it when a test calls them; the grader reads from it only what it asked for, bounded.
 """
 import json
+import os
+
+import zmq
 
 from autograde import launch, sandbox
 
@@ -17,17 +20,34 @@ def send_to_grader(data: bytes):
     launch.send(CHANNEL, data)
 
 
-def run(settings, channel):
+def serve_on(listeners, connection):
+    """ipykernel binds each of its ZMQ sockets to an address; here each address is served on the listening
+    socket the grader made for that port (ZMQ_USE_FD), so the kernel binds nothing the grader connects to."""
+    by_address = {f"ipc://{connection['ip']}-{connection[port]}": fd
+                  for port, fd in zip(launch.KERNEL_PORTS, listeners)}
+    bind = zmq.Socket.bind
+
+    def bind_to_listener(socket, address):
+        if address in by_address:
+            socket.setsockopt(zmq.USE_FD, by_address.pop(address))
+        return bind(socket, address)
+
+    zmq.Socket.bind = bind_to_listener
+
+
+def run(settings, channel, listeners):
     global CHANNEL
     CHANNEL = channel
-    limits = settings.limits
-    skipped = sandbox.apply(settings.workdir, limits.memory_mb, limits.cpu_seconds, limits.file_mb)
+    skipped = sandbox.restrict(settings.limits)
     import torch
-    torch.set_num_threads(settings.threads)  # after the sandbox: a new user namespace needs one thread
+    torch.set_num_threads(settings.threads)  # after the sandbox: joining a box needs one thread
+    connection = dict(settings.connection, ip=os.path.join(settings.workdir, "kernel"))
+    with open("kernel.json", "w") as file:
+        json.dump(connection, file)
+    serve_on(listeners, connection)
     from ipykernel.kernelapp import IPKernelApp
     app = IPKernelApp.instance()
-    app.initialize(["-f", settings.connection_file, "--HistoryManager.hist_file=:memory:",
-                    "--IPKernelApp.matplotlib=inline"])
+    app.initialize(["-f", "kernel.json", "--HistoryManager.hist_file=:memory:", "--IPKernelApp.matplotlib=inline"])
     # its sockets are bound now: the grader connects on this word (a client that connects earlier and
     # hears no heartbeat for a second takes the kernel for dead)
     launch.send(channel, json.dumps({"skipped": skipped}).encode())

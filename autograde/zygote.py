@@ -11,8 +11,9 @@ arrives on decides what is forked.
   as autograde.provisioner asks when nbclient starts one. The fork gets two descriptors of its own,
   "student" and "calls" (autograde.launch finds them in GRADER_ZYGOTE_FDS).
 - On a grader kernel's "student" descriptor: the student's ipykernel; on its "calls" descriptor:
-  the process for graded calls ({"settings"}, with the channel to the grader as a descriptor).
-  Each becomes `autograde.launch.run`, exactly as a cold start does.
+  the process for graded calls ({"settings", "namespaces": n}, with the process's descriptors, then
+  n descriptors of the box it runs in). The fork joins the box (autograde.sandbox.enter) and
+  becomes `autograde.launch.run`, exactly as a cold start does.
 
 Every request carries (SCM_RIGHTS) a socket on which the zygote answers {"pid"}, then {"status"}
 when that process exits (a negative status is the signal that killed it). A student's processes
@@ -28,7 +29,7 @@ import socket
 import subprocess
 import sys
 
-from autograde import launch
+from autograde import launch, sandbox
 
 PRELOAD = ("torch", "numpy", "matplotlib", "matplotlib.pyplot", "IPython", "ipykernel.kernelapp",
            "ipykernel.ipkernel", "matplotlib_inline.backend_inline", "cloudpickle", "course_lib.grading",
@@ -62,12 +63,15 @@ def _run_grader(request, descriptors):
     grader_kernel.main(request["connection_file"])
 
 
-def _run_sandboxed(role, request, channel):
-    """In the fork: a student's process, started as autograde.launch starts one cold."""
-    _only(channel)
+def _run_sandboxed(role, request, fds):
+    """In the fork: a student's process in its box, started as autograde.launch starts one cold."""
+    _only(*fds)
     settings = launch.Settings.loads(request["settings"])
     settings.role = role  # the descriptor decides, whatever the request says
-    launch.run(settings, channel)
+    kept = len(fds) - request["namespaces"]
+    if request["namespaces"]:
+        sandbox.enter(fds[kept:], settings.workdir)  # returns in a fork inside the box
+    launch.run(settings, fds[:kept])
 
 
 def serve(descriptor):
@@ -83,7 +87,7 @@ def serve(descriptor):
         for sock in readable:
             role, owner, _ = routes[sock.fileno()]
             try:
-                message, fds, _, _ = socket.recv_fds(sock, 1 << 20, 4)
+                message, fds, _, _ = socket.recv_fds(sock, 1 << 20, 32)
             except OSError:
                 message, fds = b"", []
             if not message:
@@ -103,9 +107,13 @@ def _fork(role, message, fds, routes):
     """Fork what `role`'s descriptor serves; the pid, or None for a request that is not well formed."""
     try:
         request = json.loads(message)
-        wanted = 1 if role == "grader" else 2
-        if len(fds) != wanted or not isinstance(request, dict):
-            raise ValueError("one reply socket (and for a sandboxed process one channel) is expected")
+        if not isinstance(request, dict):
+            raise ValueError("a request is a JSON object")
+        if role == "grader" and len(fds) != 1:
+            raise ValueError("a grader kernel's request carries its reply socket alone")
+        if role != "grader" and not (isinstance(request.get("namespaces"), int)
+                                     and 0 <= request["namespaces"] <= len(fds) - 2):
+            raise ValueError("a sandboxed process's request carries a reply socket, a channel and its box")
     except ValueError:
         for fd in fds:
             os.close(fd)
@@ -125,10 +133,11 @@ def _fork(role, message, fds, routes):
         pid = os.fork()
         if pid == 0:
             try:
-                _run_sandboxed(role, request, fds[1])
+                _run_sandboxed(role, request, fds[1:])
             finally:
                 os._exit(70)
-        os.close(fds[1])
+        for fd in fds[1:]:
+            os.close(fd)
     return pid
 
 

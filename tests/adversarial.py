@@ -106,9 +106,13 @@ def _try(label, action):
 _repo = pathlib.Path({repo!r})
 _try("read solutions", lambda: (_repo / "solutions/01_mle_and_nll/01_mle_and_nll.ipynb").read_text())
 _try("read gradebook", lambda: (_repo / "autograde/gradebook.db").read_bytes())
-_try("write outside", lambda: pathlib.Path("/tmp/escaped-{student}.txt").write_text("x"))
+_try("write outside", lambda: (_repo / "escaped-{student}.txt").write_text("x"))
 _try("network", lambda: socket.create_connection(("127.0.0.1", 22), timeout=2))
-_try("signal grader", lambda: os.kill(os.getppid(), 9))
+def _signal_grader():  # its parent, or, where none is in sight (0), any process of another user's session
+    os.kill(os.getppid() or 1, 9)
+    if os.getppid() == 0:
+        raise ProcessLookupError("no process outside in sight")
+_try("signal grader", _signal_grader)
 def _ask_zygote():  # a kernel forked by the batch's zygote still holds its socket path in sys.argv
     import json, sys
     client = socket.socket(socket.AF_UNIX)
@@ -257,6 +261,89 @@ def _answered(release, source, answers, helpers):
     return nb
 
 
+# The student's kernel, which has the references, answers the calls process through System V shared memory:
+# neither opens a socket. Each exercise asks the kernel's thread for the reference's answer.
+SHARES_MEMORY = """import ctypes, pickle, threading, time
+from course_lib import mle as _reference
+_KEY, _SIZE = 0x11A55E5, 1 << 22
+def _segment():
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.shmat.restype = ctypes.c_void_p
+    shmid = libc.shmget(_KEY, _SIZE, 0o1666)  # IPC_CREAT | 0666
+    if shmid < 0:
+        raise OSError(ctypes.get_errno(), "shmget")
+    return (ctypes.c_char * _SIZE).from_address(libc.shmat(shmid, None, 0))
+def _put(memory, state, value):
+    data = pickle.dumps(value)
+    memory[9:9 + len(data)] = data
+    memory[1:9] = len(data).to_bytes(8, "little")
+    memory[0:1] = state
+def _get(memory):
+    return pickle.loads(memory[9:9 + int.from_bytes(memory[1:9], "little")])
+def _serve():
+    memory = _segment()
+    while True:
+        if memory[0] == b"Q":
+            name, args, kwargs = _get(memory)
+            _put(memory, b"A", getattr(_reference, name)(*args, **kwargs))
+        time.sleep(0.001)
+threading.Thread(target=_serve, daemon=True).start()
+def _ask(name, *args, **kwargs):
+    memory = _segment()
+    _put(memory, b"Q", (name, args, kwargs))
+    while memory[0] != b"A":
+        time.sleep(0.001)
+    return _get(memory)
+"""
+# Processes a cell leaves behind, detached from its kernel: none may outlive the job.
+LEAVES_PROCESSES = """import os, subprocess
+subprocess.Popen(["sleep", "4321.5"], start_new_session=True, stdout=subprocess.DEVNULL)
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execv("/bin/sleep", ["sleep", "4321.5"])
+    os._exit(0)
+"""
+# Files under the per-file limit that together fill far more than the working folder may hold.
+FILLS_THE_DISK = """written = 0
+try:
+    for i in range(5):
+        with open(f"filler{i}.bin", "wb") as file:
+            for _ in range(12):
+                written += file.write(b"x" * (10 << 20))  # 5 files of 120 MB
+except OSError as error:
+    print("the disk", "refused:", error.strerror)
+print("wrote", written >> 20, "MB")
+"""
+# Memory the address-space limit does not count: pages of a memfd, a System V segment left behind.
+HIDES_MEMORY = """import ctypes, os
+def _try(label, action):
+    try:
+        action()
+        print(label, "SUCCEEDED")
+    except OSError as error:
+        print(label, "refused:", error.strerror)
+def _memfd():
+    fd = os.memfd_create("hidden")
+    for _ in range(16):
+        os.write(fd, b"x" * (64 << 20))  # 1 GB of pages no mapping counts
+def _system_v():
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.shmat.restype = ctypes.c_void_p
+    shmid = libc.shmget(0, 256 << 20, 0o1600)  # IPC_PRIVATE, IPC_CREAT | 0600
+    if shmid < 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    address = libc.shmat(shmid, None, 0)
+    ctypes.memset(address, 1, 256 << 20)
+    libc.shmdt(ctypes.c_void_p(address))  # detached and never removed: it stays after the process
+_try("memfd 1 GB", _memfd)
+_try("System V 256 MB", _system_v)
+"""
+# Output that is not printed text: rich displays, 40 MB of them, in one cell.
+FLOODS_DISPLAYS = """from IPython.display import HTML, display
+for _ in range(80):
+    display(HTML("<p>" + "x" * 500_000 + "</p>"))
+"""
 PICKLE_BOMB = """class _Evil:
     def __reduce__(self):
         return (print, ("unpickled in the grader!",))
@@ -319,6 +406,18 @@ def build(release, source, repo):
     add("hides_shortcuts", _answered(release, source, OUT_OF_SIGHT, OUT_OF_SIGHT_HELPERS),  # loses 2 + 2 + 1 + 2
         Expect(full - 7, output=("a new thread", "torch with its modes switched off", "torch's mode stack")))
 
+    oracle = sample_class.filled_in(release, source)
+    for cell in _cells(oracle):
+        name = sample_class._nbgrader(cell)["grade_id"]
+        cell.source = f"def {name}(*args, **kwargs):\n    return _ask({name!r}, *args, **kwargs)\n"
+    _cells(oracle)[0].source = SHARES_MEMORY + _cells(oracle)[0].source
+    add("shares_memory_with_its_kernel", oracle, Expect(0, output=("raised PermissionError: [Errno 13] shmget",)))
+    add("leaves_processes", _right(release, source, LEAVES_PROCESSES), Expect(full))
+    add("fills_the_disk", _right(release, source, FILLS_THE_DISK),
+        Expect(full, output=("the disk refused: No space left",)))
+    add("hides_memory", _right(release, source, HIDES_MEMORY),
+        Expect(full, output=("memfd 1 GB refused", "System V 256 MB refused")))
+
     edited = _wrong(release, source)
     for cell in _tests(edited):
         cell.source = "pass  # tests? what tests?"
@@ -352,6 +451,10 @@ def build(release, source, repo):
         Expect(minus_last, reasons=("killed its Python",)))
     add("memory_bomb", _right(release, source, "hog = bytearray(64 << 30)"), Expect(minus_last))
     add("huge_output", _right(release, source, "print('spam ' * 20_000_000)"), Expect(full, reasons=("cut",)))
+    add("floods_displays", _right(release, source, FLOODS_DISPLAYS), Expect(full, reasons=("images and errors",)))
+    slow_to_render = sample_class.filled_in(release, source)  # 4 MB of markdown that renders slowly, ~45 s
+    slow_to_render.cells += [nbformat.v4.new_markdown_cell("*_" * 250_000) for _ in range(8)]
+    add("slows_the_feedback", slow_to_render, Expect(full, reasons=("--feedback-seconds",)))
     slow = sample_class.filled_in(release, source)
     _cells(slow)[-1].source = _after_docstring(_cells(slow)[-1].source, "    while True:\n        pass\n")
     add("loops_when_tested", slow, Expect(minus_last, reasons=("did not finish",)))
