@@ -7,7 +7,7 @@ mount, UTS, cgroup; no user namespace may be made inside), holding
 - a read-only view of what it needs: the system's libraries, this Python and its packages, and the
   course's few files it runs (all of course_lib for the student's kernel, which the notebook uses;
   for the calls process only the grading helpers, never a reference);
-- a private tmpfs of `disk_mb` as its working folder (HOME, TMPDIR and /tmp are in it) and a small
+- a private tmpfs of `disk_mb` at /tmp, its working folder in it (HOME and TMPDIR too), and a small
   one as /dev/shm; the rest of the view is read-only;
 - nothing else: not solutions/, the gradebook, other students' work or the grader's folders; no
   network (a loopback that is down); no process outside the box in sight.
@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-WORKDIR = "/sandbox"   # the working folder's path inside a box
+WORKDIR = "/tmp/student"  # the working folder's path inside a box, on the box's one writable tmpfs, /tmp
 SHM_MB = 64            # the box's /dev/shm
 
 
@@ -80,19 +80,26 @@ _ETC = ["ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime"
 def readable_paths(role):
     """What a process of `role` reads: the system, this Python and its packages, its part of the course."""
     prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    prefixes |= {p for p in sys.path if p and os.path.isdir(p)
-                 and not any(Path(p).resolve().is_relative_to(mine) for mine in (REPO, "/tmp"))}  # /tmp: the box's own
+    prefixes |= {p for p in sys.path if p and os.path.isdir(p) and not Path(p).resolve().is_relative_to(REPO)}
     paths = _SYSTEM + [f"/etc/{name}" for name in _ETC] + sorted(prefixes) + [str(REPO / p) for p in _COURSE[role]]
     return [p for p in paths if os.path.exists(p)]
 
 
 def _bwrap_arguments(role, limits):
+    paths = readable_paths(role)
+    # /tmp first, so the views bound after it show through; a view under /tmp (a repository cloned there) gets a
+    # small tmpfs of its own around it, made read-only once it is bound, so no folder of the course is writable
+    under_tmp = sorted({os.path.join("/tmp", Path(p).relative_to("/tmp").parts[0])
+                        for p in paths if Path(p).is_relative_to("/tmp")})
     arguments = ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
-                 "--hostname", "sandbox"]
-    for path in readable_paths(role):
+                 "--hostname", "sandbox", "--size", str(limits.disk_mb << 20), "--tmpfs", "/tmp", "--dir", WORKDIR]
+    for anchor in under_tmp:
+        arguments += ["--size", str(1 << 20), "--tmpfs", anchor]
+    for path in paths:
         arguments += ["--ro-bind", path, path]
+    for anchor in under_tmp:
+        arguments += ["--remount-ro", anchor]
     return arguments + ["--proc", "/proc", "--dev", "/dev", "--size", str(SHM_MB << 20), "--tmpfs", "/dev/shm",
-                        "--size", str(limits.disk_mb << 20), "--tmpfs", WORKDIR, "--symlink", WORKDIR + "/tmp", "/tmp",
                         "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", WORKDIR]
 
 
