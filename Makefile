@@ -16,8 +16,10 @@ else
   PY := python
 endif
 SETUP := $(ENV_PREFIX)/.llm-losses-course-installed
+# Jupyter refuses to run as root unless told: say so where the user is root (a container, a CI machine)
+AS_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: env setup demo test test-fast test-latest lock release lab grade clean
+.PHONY: env setup demo test test-fast test-latest lock release handout lab formgrader grade clean
 
 setup: $(SETUP)
 
@@ -61,15 +63,25 @@ lock: env  ## resolve requirements.lock again: the newest versions pyproject.tom
 	echo "$(TORCH)" | $(PY) -m uv pip compile pyproject.toml - --universal --python-version 3.11 --upgrade --quiet \
 	    --excludes build/torch-cuda-runtime.txt --custom-compile-command "make lock" --output-file $(LOCK)
 
-release: setup  ## regenerate notebooks/ from solutions/ after editing a solution notebook
-	$(PY) -c "from autograde import pipeline; [pipeline.release(a) for a in pipeline.assignments()]"
+release: setup  ## regenerate notebooks/ from solutions/ after editing a solution notebook (FORCE=1: over local changes)
+	$(PY) -m autograde.release $(if $(FORCE),--force)
+
+handout: setup  ## the student's edition, in build/handout: the release and course_lib without its references
+	$(PY) -m autograde.handout
 
 grade: setup  ## grade a class: make grade ASSIGNMENT=01_mle_and_nll SUBMISSIONS=path/to/folder-or.zip [ARGS=--workers 4]
 	@test -n "$(ASSIGNMENT)" -a -n "$(SUBMISSIONS)" || { echo "usage: make grade ASSIGNMENT=NN_name SUBMISSIONS=folder-or-zip [ARGS=...]"; exit 2; }
 	$(PY) -m autograde.batch $(ASSIGNMENT) $(SUBMISSIONS) $(ARGS)
 
-lab: setup  ## JupyterLab on the student notebooks
-	$(PY) -m jupyter lab --notebook-dir=notebooks
+lab: setup  ## JupyterLab on the release notebooks, in this repository (students get `make handout`)
+	$(PY) -m jupyter lab --notebook-dir=notebooks $(AS_ROOT)
+
+# nbgrader finds its config in the folder it starts in, and runs the environment's `alembic`: start there,
+# with that environment first on PATH, at the repository's root so that every notebook can be opened.
+formgrader: setup  ## nbgrader's formgrader (assignments, manual grading, the gradebook) in JupyterLab [ARGS=--port=...]
+	mkdir -p build/exchange
+	cd autograde && PATH="$(abspath $(ENV_PREFIX))/bin:$$PATH" "$(abspath $(ENV_PREFIX))/bin/python" \
+	    -m jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/formgrader $(AS_ROOT) $(ARGS)
 
 clean:
 	rm -rf build .pytest_cache autograde/gradebook.db autograde/submitted autograde/autograded autograde/feedback

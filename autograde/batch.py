@@ -313,6 +313,7 @@ def _run_nbgrader(course, job):
                     f"(--feedback-seconds); the grades stand, but there is no feedback page"]
         if not made["success"]:
             return [f"feedback could not be generated: {_last_error(made)}"]
+        pipeline.name_exercises_in(course / "feedback")
         return []
     finally:
         os.chdir(cwd)

@@ -1,16 +1,16 @@
 """Where a test's calls to the student's functions run: a sandbox the course's references never enter.
 
-The student's kernel runs the notebook, and the notebook's own cells use course_lib's reference
-implementations (to plot them, to compare): so that kernel has them, along with whatever the
-student's cells did to it. A test cell's call to a student function runs here instead, in a process
-that has never run a student cell:
+The student's kernel runs the notebook, and holds whatever the student's cells did to it (patched
+torch, a profile hook switched off, threads). A test cell's call to a student function runs here
+instead, in a process that has never run a student cell:
 
-- course_lib's references were never imported here, and cannot be: its box holds only the grading
-  helpers' files (autograde.sandbox), and `import course_lib.<module>` (as the student's function's
-  globals ask when they arrive) gives a stand-in whose every function refuses to run, naming itself;
-- it cannot ask the student's kernel, which has the references, to compute an answer for it: it
-  opens no socket (seccomp), shares no memory (its own IPC namespace; System V and memfd refused)
-  and sees no process of the kernel's (its own PID namespace); its one connection is to the grader.
+- course_lib's references were never imported here, and cannot be: its box holds only the student's
+  edition of course_lib (course_lib.edition; the student's kernel has no more), and `import
+  course_lib.<module>` of a reference (as the student's function's globals ask when they arrive)
+  gives a stand-in whose every function refuses to run, naming itself;
+- it cannot ask the student's kernel to compute anything for it: it opens no socket (seccomp),
+  shares no memory (its own IPC namespace; System V and memfd refused) and sees no process of the
+  kernel's (its own PID namespace); its one connection is to the grader.
 
 The student's function comes from the kernel pickled with cloudpickle (its code and globals by value,
 modules by name) and relayed by the grader. Loading it runs code the student wrote, here: that is
@@ -43,9 +43,8 @@ import cloudpickle  # noqa: F401 - what unpickling the student's function needs,
 import torch
 
 from autograde import launch, sandbox
-from course_lib import grading, memory_budget
+from course_lib import edition, grading, memory_budget
 
-OPEN_MODULES = ("course_lib", "course_lib.grading", "course_lib.memory_budget")
 
 
 # ---------------------------------------------------------------- the references: stand-ins only
@@ -78,7 +77,7 @@ class StandIns(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Imports of course_lib's reference modules get a StandInModule."""
 
     def find_spec(self, fullname, path, target=None):
-        if fullname.startswith("course_lib.") and fullname not in OPEN_MODULES:
+        if fullname.startswith("course_lib.") and not edition.is_student_module(fullname):
             return importlib.machinery.ModuleSpec(fullname, self)
         return None
 
@@ -123,9 +122,12 @@ def changed_arguments(before, args, kwargs):
 
 
 def error_reply(error):
+    """The student's error for the grader: its type, message, and the student's own frames (none of ours)."""
     kind = "FromScratchViolation" if isinstance(error, grading.FromScratchViolation) else type(error).__name__
+    frames, text = grading.student_frames(error)
     return {"status": "error", "type": kind, "message": str(error),
-            "builtin": kind if isinstance(getattr(builtins, kind, None), type) else None}
+            "builtin": kind if isinstance(getattr(builtins, kind, None), type) else None,
+            "frames": text[-4000:], "raised_in": frames[-1].name if frames else None}
 
 
 class Server:
@@ -224,7 +226,7 @@ class Server:
 
 def run(settings, channel):
     """Sandbox this process, say what the sandbox could not apply, then serve the grader on `channel`."""
-    loaded = [m for m in sys.modules if m.startswith("course_lib.") and m not in OPEN_MODULES]
+    loaded = edition.references_loaded(sys.modules)
     if loaded:
         raise RuntimeError(f"the course's references are already in this process: {loaded}")
     sys.meta_path.insert(0, StandIns())

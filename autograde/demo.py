@@ -1,11 +1,15 @@
 """`make demo`: the whole road on a sample class, offline.
 
 Executes every solution notebook (timed) and renders it to HTML for class, releases every
-assignment into notebooks/, hands in a sample class (autograde/sample_class.py), autogrades
-it with nbgrader, writes feedback, exports grades.csv and prints the grade table.
-It grades in its own workspace, build/demo/, so a real class under autograde/ is never touched.
+assignment, hands in a sample class (autograde/sample_class.py), autogrades it with nbgrader,
+writes feedback, exports grades.csv and prints the grade table. Everything it writes is under
+build/: it grades in its own workspace, build/demo/, and releases into build/demo/release/, so
+neither a real class under autograde/ nor notebooks/ (which may hold someone's edits) is touched.
+
+    python -m autograde.demo [ASSIGNMENT ...]      (default: every assignment)
 """
 import shutil
+import sys
 import time
 
 import nbformat
@@ -27,21 +31,22 @@ def execute(assignment, timeout=600):
     return nb, time.perf_counter() - start
 
 
-def main():
-    workspace = pipeline.Workspace(root=BUILD / "demo")
+def main(assignments=None):
+    workspace = pipeline.Workspace(root=BUILD / "demo", release=BUILD / "demo" / "release")
     shutil.rmtree(workspace.root, ignore_errors=True)
     (BUILD / "html").mkdir(parents=True, exist_ok=True)
     results, times = [], {}
-    for assignment in pipeline.assignments():
+    for assignment in assignments or pipeline.assignments():
         print(f"== {assignment}: executing the solutions", flush=True)
         executed, times[assignment] = execute(assignment)
         body, _ = HTMLExporter().from_notebook_node(executed)
         (BUILD / "html" / f"{assignment}.html").write_text(body, encoding="utf-8")
 
-        print(f"== {assignment}: releasing to notebooks/ and handing in the sample class", flush=True)
+        print(f"== {assignment}: releasing to {workspace.release.relative_to(pipeline.ROOT)}/ and handing in the "
+              f"sample class", flush=True)
         pipeline.release(assignment, workspace)
         notebook = f"{assignment}/{assignment}.ipynb"
-        students = sample_class.write_class(assignment, pipeline.SOLUTIONS / notebook, pipeline.RELEASE / notebook,
+        students = sample_class.write_class(assignment, pipeline.SOLUTIONS / notebook, workspace.release / notebook,
                                             BUILD / "sample_class" / assignment)
         for student, path in students.items():
             pipeline.submit(student, assignment, path, workspace)
@@ -59,4 +64,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -527,13 +527,15 @@ REBUILT_ERRORS = (ValueError, TypeError, IndexError, KeyError, RuntimeError, Zer
 
 
 def _student_error(name, reply):
-    """The student's exception, rebuilt here as the same built-in type (tests may expect a ValueError)."""
+    """The student's exception, rebuilt here as the same built-in type (tests may expect a ValueError), with the
+    student's frames and the function it was raised in, which the checks' message shows."""
     if reply["type"] == "FromScratchViolation":
         return grading.FromScratchViolation(reply["message"])
-    for error_type in REBUILT_ERRORS:
-        if error_type.__name__ == reply.get("builtin"):
-            return error_type(reply["message"])
-    return RuntimeError(f"{name}(...) raised {reply['type']}: {reply['message']}")
+    error = next((error_type(reply["message"]) for error_type in REBUILT_ERRORS
+                  if error_type.__name__ == reply.get("builtin")), None)
+    error = error or RuntimeError(f"{name}(...) raised {reply['type']}: {reply['message']}")
+    error.student_frames, error.raised_in = reply.get("frames", ""), reply.get("raised_in")
+    return error
 
 
 class GraderKernel(IPythonKernel):
@@ -620,8 +622,10 @@ class GraderKernel(IPythonKernel):
 
 
 def _short_traceback(shell, etype, value, tb, tb_offset=None):
-    """A failed check shows its message, never the test's source lines (hidden tests stay hidden)."""
-    structured = [f"{etype.__name__}: {value}"]
+    """A failed check shows its message alone; any other error its type and message; never the test's source
+    lines (hidden tests stay hidden)."""
+    render = getattr(value, "_render_traceback_", None)
+    structured = render() if render else [f"{etype.__name__}: {value}"]
     shell._showtraceback(etype, value, structured)  # IPython leaves the display to a custom handler
     return structured
 

@@ -21,6 +21,8 @@ import nbformat
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SOLUTIONS, RELEASE = ROOT / "solutions", ROOT / "notebooks"
+# where nbgrader releases (nbgrader_config.py); notebooks/ is written by autograde.release alone
+BUILD_RELEASE = ROOT / "build" / "release"
 
 
 def assignments():
@@ -30,9 +32,10 @@ def assignments():
 
 @dataclass
 class Workspace:
-    """Where grading writes: submitted/, autograded/, feedback/ and the gradebook. Default: autograde/."""
+    """Where grading writes: submitted/, autograded/, feedback/ and the gradebook (default: autograde/), and where
+    nbgrader releases (default: build/release/; `make release` alone writes notebooks/, never over changes)."""
     root: Path = HERE
-    release: Path = RELEASE
+    release: Path = BUILD_RELEASE
 
     @property
     def db_url(self):
@@ -113,6 +116,7 @@ def autograde(student, assignment, workspace=Workspace()):
             made = workspace.nbgrader("generate_feedback", assignment, f"--student={student}", "--force")
             if made.returncode:
                 result.problems.append(f"feedback could not be generated:\n{_tail(made)}")
+            name_exercises_in(workspace.dir("feedback") / student / assignment)
     if result.problems:
         write_problem_feedback(workspace, student, assignment, result.problems)
     result.score, result.max_score = _scores(student, assignment, workspace)
@@ -131,14 +135,55 @@ def _scores(student, assignment, workspace):
 
 
 def write_problem_feedback(workspace, student, assignment, problems):
-    """feedback/<student>/<assignment>/problems.html: what went wrong with this submission, in words."""
+    """feedback/<student>/<assignment>/problems.html: what went wrong, one plain sentence first, the detail folded."""
     folder = workspace.dir("feedback") / student / assignment
     folder.mkdir(parents=True, exist_ok=True)
     items = "".join(f"<li><pre>{html.escape(p)}</pre></li>" for p in problems)
     (folder / "problems.html").write_text(
         f"<h1>{html.escape(assignment)}: your submission could not be fully graded</h1>"
-        f"<ul>{items}</ul><p>Parts that could not be graded score zero. Fix the notebook and resubmit, "
-        f"or ask your instructor.</p>", encoding="utf-8")
+        f"<p><strong>{html.escape(plain_summary(problems))}</strong></p>"
+        f"<p>Parts that could not be graded score zero. Fix the notebook and resubmit, or ask your instructor.</p>"
+        f"<details><summary>What the grader saw</summary><ul>{items}</ul></details>", encoding="utf-8")
+
+
+# (words in a problem, the sentence that says what happened): the first that matches, in this order, leads the page
+PLAIN = (
+    (("MemoryError", "Cannot allocate memory"),
+     "Your code needed more memory than the grader allows, and was stopped."),
+    (("kernel died", "killed", "DeadKernelError", "died"),
+     "Your notebook's Python process stopped while it ran (a crash, a call to exit, or running out of memory), "
+     "so what came after could not be graded."),
+    (("did not finish", "timeout", "stopped after", "TimeoutError", "time limit"),
+     "A cell ran past its time limit and was stopped: look for an endless loop or a very slow computation."),
+    (("not valid notebook JSON", "not a valid Jupyter notebook", "not UTF-8", "was not handed in", "no cells"),
+     "The file handed in could not be read as a notebook: hand in the .ipynb file Jupyter saved."),
+)
+
+
+def plain_summary(problems):
+    """One sentence a student can act on for what went wrong, however technical the problems' text is."""
+    text = "\n".join(problems)
+    for words, sentence in PLAIN:
+        if any(word in text for word in words):
+            return sentence
+    return "Something in your submission kept the grader from grading all of it: the details are below."
+
+
+def name_exercises(feedback_html):
+    """nbgrader's feedback lists every test as "Test cell": name each by its exercise (test_softmax -> `softmax`)."""
+    count = iter(range(1, 1000))
+    return re.sub(r'<a href="#test_(\w+)">Test cell</a>',
+                  lambda m: f'<a href="#test_{m.group(1)}">Exercise {next(count)}: <code>{m.group(1)}</code></a>',
+                  feedback_html)
+
+
+def name_exercises_in(folder):
+    """name_exercises on every feedback page under `folder`."""
+    for page in Path(folder).rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        named = name_exercises(text)
+        if named != text:
+            page.write_text(named, encoding="utf-8")
 
 
 def export_grades(workspace=Workspace()):

@@ -5,8 +5,8 @@ gets a `Box`: namespaces bubblewrap makes afresh for that one process (user, PID
 mount, UTS, cgroup; no user namespace may be made inside), holding
 
 - a read-only view of what it needs: the system's libraries, this Python and its packages, and the
-  course's few files it runs (all of course_lib for the student's kernel, which the notebook uses;
-  for the calls process only the grading helpers, never a reference);
+  course's few files it runs: the student's edition of course_lib (`course_lib.edition`), never a
+  reference, and the modules that start it;
 - a private tmpfs of `disk_mb` at /tmp, its working folder in it (HOME and TMPDIR too), and a small
   one as /dev/shm; the rest of the view is read-only;
 - nothing else: not solutions/, the gradebook, other students' work or the grader's folders; no
@@ -41,6 +41,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from course_lib import edition
+
 REPO = Path(__file__).resolve().parent.parent
 WORKDIR = "/tmp/student"  # the working folder's path inside a box, on the box's one writable tmpfs, /tmp
 SHM_MB = 64            # the box's /dev/shm
@@ -66,12 +68,12 @@ class SandboxError(OSError):
 
 # ---------------------------------------------------------------- the box
 
-# What each role sees of the course, read-only: course_lib for the student's kernel (the notebook uses its
-# references), the grading helpers alone for the calls process, and the modules a cold start runs.
+# What each role sees of the course, read-only: the student's edition of course_lib (course_lib.edition), never
+# a reference, and the modules a cold start of that role runs.
 _STARTS = ["autograde/__init__.py", "autograde/launch.py", "autograde/sandbox.py"]
-_COURSE = {"student": ["course_lib", *_STARTS, "autograde/student_kernel.py"],
-           "calls": ["course_lib/__init__.py", "course_lib/grading.py", "course_lib/memory_budget.py", *_STARTS,
-                     "autograde/call_server.py"]}
+_EDITION = ["course_lib/__init__.py", *(f"course_lib/{name}.py" for name in edition.STUDENT)]
+_COURSE = {"student": [*_EDITION, *_STARTS, "autograde/student_kernel.py"],
+           "calls": [*_EDITION, *_STARTS, "autograde/call_server.py"]}
 _SYSTEM = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/opt", "/sys"]
 _ETC = ["ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "passwd", "group", "nsswitch.conf",
         "hosts", "mime.types", "fonts"]  # not all of /etc: a process mapped to root would read /etc/shadow
@@ -203,7 +205,8 @@ def enter(descriptors, workdir=WORKDIR):
 # ---------------------------------------------------------------- what a process puts itself under
 
 def prepare_workdir(workdir):
-    """HOME, TMPDIR, MPLCONFIGDIR inside `workdir`, and a sys.path entry that holds only course_lib."""
+    """HOME, TMPDIR, MPLCONFIGDIR inside `workdir`, and a sys.path entry that holds only course_lib (in a box,
+    only the student's edition of it is there to find)."""
     workdir = Path(workdir)
     for sub in ("home", "tmp", "mpl", "path"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)

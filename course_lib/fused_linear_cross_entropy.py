@@ -13,6 +13,13 @@ the forward pass and only multiplied by it in the backward one, three matmuls in
 Peak extra memory: one chunk of logits plus the gradients of h and W, which training needs anyway.
 On a GPU the chunk goes through the Triton kernel of ``triton_cross_entropy`` instead: z stays in the
 inputs' dtype (bf16) and the kernel overwrites it with dz in place, reading it twice and writing it once.
+
+``chunk_rows_for_budget``: a chunk of c tokens over a vocabulary of V needs c * V * bytes_per_element bytes per
+logits-sized buffer; with ``buffers`` such buffers alive at once the largest chunk that fits ``budget_bytes`` is
+
+    c = min(n_tokens, floor(budget_bytes / (buffers * V * bytes_per_element))),
+
+and a budget smaller than one row (c = 0) is an error.
 """
 import torch
 
@@ -138,3 +145,26 @@ def fused_linear_cross_entropy(hidden, weight, targets, ignore_index=-100, reduc
     rows = chunk_rows or _chunk_rows(*hidden.shape[:1], *weight.shape)
     return _FusedLinearCrossEntropy.apply(hidden, weight, targets, ignore_index, reduction, label_smoothing, rows,
                                           backend)
+
+
+def chunk_rows_for_budget(n_tokens, vocab_size, budget_bytes, bytes_per_element=4, buffers=2):
+    """Largest number of tokens per chunk whose ``buffers`` (chunk, vocab_size) buffers fit ``budget_bytes``.
+
+    All arguments are positive integers; returns an int in [1, n_tokens]. Raises ValueError when not even one
+    row fits (budget_bytes < buffers * vocab_size * bytes_per_element).
+    """
+    values = dict(n_tokens=n_tokens, vocab_size=vocab_size, budget_bytes=budget_bytes,
+                  bytes_per_element=bytes_per_element, buffers=buffers)
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"chunk_rows_for_budget: {name} must be a positive integer, got {value!r}")
+    row = buffers * vocab_size * bytes_per_element
+    if budget_bytes < row:
+        raise ValueError(f"chunk_rows_for_budget: a budget of {budget_bytes} bytes holds no row: one row of "
+                         f"{buffers} buffer(s) over {vocab_size} classes needs {row} bytes")
+    return min(n_tokens, budget_bytes // row)
+
+
+def logits_bytes(n_tokens, vocab_size, bytes_per_element):
+    """Bytes of one (n_tokens, vocab_size) logits tensor: n_tokens * vocab_size * bytes_per_element."""
+    return n_tokens * vocab_size * bytes_per_element

@@ -3,6 +3,8 @@
 Pre-norm blocks (x + attn(LN(x)), x + mlp(LN(x))), learned positions, tied input/output embeddings.
 ``features`` returns the final hidden states and ``forward`` the logits, so a fused linear
 cross-entropy can take the hidden states and ``lm_head.weight`` without ever building the logits.
+The causal mask and the sampler are notebook 06's exercises: by default attention is causal by
+PyTorch's own ``is_causal`` and ``generate`` draws from softmax(logits); pass yours to use them.
 """
 import math
 from dataclasses import dataclass
@@ -10,8 +12,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from .language_model import causal_mask, sample_next_token
 
 
 @dataclass
@@ -31,10 +31,12 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
         self.out = nn.Linear(config.d_model, config.d_model)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor = None) -> torch.Tensor:
+        """mask: (T, T) bool, True where query i may attend to key j; None: causal (j <= i)."""
         B, T, D = x.shape
         q, k, v = (t.view(B, T, self.n_head, D // self.n_head).transpose(1, 2) for t in self.qkv(x).split(D, dim=2))
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                           dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, T, D))
 
 
@@ -54,7 +56,8 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """tokens (B, T) int64 with T <= config.context -> logits (B, T, vocab_size)."""
 
-    def __init__(self, config: GPTConfig, mask_fn=causal_mask):
+    def __init__(self, config: GPTConfig, mask_fn=None):
+        """mask_fn(length, device=...) -> (length, length) bool attention mask; None: causal attention."""
         super().__init__()
         if config.d_model % config.n_head:
             raise ValueError(f"GPT: d_model={config.d_model} must be a multiple of n_head={config.n_head}")
@@ -84,7 +87,7 @@ class GPT(nn.Module):
             raise ValueError(f"GPT: expected tokens of shape (batch, length) with 1 <= length <= "
                              f"{self.config.context}, got {tuple(tokens.shape)}")
         x = self.token_embedding(tokens) + self.position_embedding(torch.arange(T, device=tokens.device))
-        mask = self.mask_fn(T, device=tokens.device)
+        mask = None if self.mask_fn is None else self.mask_fn(T, device=tokens.device)
         for block in self.blocks:
             x = block(x, mask)
         return self.ln_f(x)
@@ -93,12 +96,21 @@ class GPT(nn.Module):
         return self.lm_head(self.features(tokens))
 
     @torch.no_grad()
-    def generate(self, prompt: torch.Tensor, new_tokens: int, temperature: float = 1.0, top_k=None,
-                 generator=None) -> torch.Tensor:
-        """Append new_tokens, each drawn by ``sample_next_token`` (temperature 0: greedy)."""
+    def generate(self, prompt: torch.Tensor, new_tokens: int, generator=None, sample=None) -> torch.Tensor:
+        """Append new_tokens to (B, T) prompt, each drawn by sample(logits (B, V), generator) -> (B,) ids.
+
+        sample=None draws from softmax(logits), temperature 1, every token allowed.
+        """
+        sample = sample or _draw
         tokens = prompt
         for _ in range(new_tokens):
             logits = self(tokens[:, -self.config.context:])[:, -1]
-            nxt = sample_next_token(logits, temperature, top_k, generator)
+            nxt = sample(logits, generator)
             tokens = torch.cat([tokens, nxt[:, None]], dim=1)
         return tokens
+
+
+def _draw(logits, generator=None):
+    """(B, V) logits -> (B,) ids drawn from softmax(logits)."""
+    logits = logits if logits.dtype == torch.float64 else logits.float()
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)

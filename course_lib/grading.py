@@ -1,6 +1,7 @@
 """Grading helpers used by every notebook test cell.
 
-Three jobs, each raising ``AssertionError`` with a message a student can act on:
+Each check raises ``CheckFailed`` (an ``AssertionError``) with a message a student can act on, and the
+notebook, Validate and the feedback show that message alone, with no frame of this module:
 
 - ``check_close`` / ``check_against_reference``: compare what a student's function
   returned with what was expected, on worked examples, random and extreme inputs;
@@ -15,19 +16,76 @@ Three jobs, each raising ``AssertionError`` with a message a student can act on:
   own reference implementations, and fail naming the forbidden call.
 - ``replacing_globals``: grade one exercise on its own by swapping a helper it calls
   (another exercise) for a correct one.
+- ``written``: whether an exercise is written yet, for the notebook's own cells that use it.
 """
 import contextlib
 import functools
 import math
 import os
 import sys
+import traceback
 
 import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .edition import is_student_module
+
 REFERENCE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+# ---------------------------------------------------------------- failed checks
+
+class CheckFailed(AssertionError):
+    """A failed check. Its message is what the student needs, so IPython shows the message alone: no frame of
+    the checks (IPython asks an exception for ``_render_traceback_``; nbgrader's Validate and feedback show the
+    traceback the notebook stored)."""
+
+    def _render_traceback_(self):
+        return str(self).splitlines()
+
+
+class Stop(Exception):
+    """Stops Run All with one plain message (a notebook whose machine lacks what it needs), no traceback."""
+
+    def _render_traceback_(self):
+        return str(self).splitlines()
+
+
+class NotWritten(CheckFailed):
+    """The exercise still raises the release's ``NotImplementedError()``."""
+
+
+class StudentRaised(CheckFailed):
+    """The student's function raised: the message first, then the student's own frames (never the checks')."""
+
+
+def student_frames(error):
+    """The frames of `error`'s traceback that are the student's: not course_lib's, the grader's or a library's.
+
+    An error rebuilt from another process (the batch grader's calls) brings its frames as ``student_frames``."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if not f.filename.startswith((REFERENCE_DIR, GRADER_DIR, *_libraries()))]
+    return frames, "".join(traceback.format_list(frames)).rstrip() or getattr(error, "student_frames", "")
+
+
+def _stub_name(error):
+    """Which function raised the release's bare NotImplementedError(): the innermost of the student's frames."""
+    frames, _ = student_frames(error)
+    return getattr(error, "raised_in", None) or (frames[-1].name if frames else None)
+
+
+def _student_error(error, name, call):
+    """A student's exception as a failed check: NotWritten for the release's stub, StudentRaised for the rest."""
+    if type(error) is NotImplementedError and not str(error):
+        stub = _stub_name(error)
+        if stub and stub != name and not stub.startswith("<"):
+            return NotWritten(f"`{stub}` is not written yet (`{name}` calls it): fill in its cell, above")
+        return NotWritten(f"`{name}` is not written yet: fill in the cell above")
+    _, frames = student_frames(error)
+    where = f"\n  where it raised (your code):\n{frames}" if frames else ""
+    return StudentRaised(f"{call}\n  raised {type(error).__name__}: {error}{where}")
 
 
 # ---------------------------------------------------------------- describing values
@@ -59,7 +117,7 @@ def _fail(call, got, expected, hint, detail=""):
         lines.append(f"  {detail}")
     if hint:
         lines.append(f"  hint: {hint}")
-    raise AssertionError("\n".join(lines))
+    raise CheckFailed("\n".join(lines))
 
 
 # ---------------------------------------------------------------- comparing values
@@ -133,10 +191,18 @@ def _unpack(case):
     return (tuple(case) + ({},))[:3]
 
 
-def _run_student(student_fn, args, kwargs, forbidden, name):
-    """Call student code on private copies of the inputs, under the exercise's from-scratch rules."""
-    with from_scratch(*forbidden, exercise=name):
-        return student_fn(*map(_clone, args), **{k: _clone(v) for k, v in kwargs.items()})
+def _run_student(student_fn, args, kwargs, forbidden, name, call=None):
+    """Call student code on private copies of the inputs, under the exercise's from-scratch rules.
+
+    An exception the student's code raises becomes a failed check that says so (NotWritten, StudentRaised).
+    """
+    try:
+        with from_scratch(*forbidden, exercise=name):
+            return student_fn(*map(_clone, args), **{k: _clone(v) for k, v in kwargs.items()})
+    except CheckFailed:
+        raise
+    except Exception as error:
+        raise _student_error(error, name, call or describe_call(name, args, kwargs)) from None
 
 
 def _float64(value):
@@ -170,7 +236,7 @@ def check_against_reference(student_fn, reference_fn, cases, *, hint="", rtol=1e
     for case in cases:
         label, args, kwargs = _unpack(case)
         call = f"{describe_call(name, args, kwargs)}   [case: {label}]"
-        got = _run_student(student_fn, args, kwargs, forbidden, name)
+        got = _run_student(student_fn, args, kwargs, forbidden, name, call)
         want = reference_fn(*map(_float64, args), **{k: _float64(v) for k, v in kwargs.items()})
         check_close(got, want, call=call, hint=hint, rtol=rtol, atol=atol)
 
@@ -252,8 +318,8 @@ def check_gradient(grad_fn, loss_fn, cases, *, hint="", rtol=1e-5, atol=1e-7, fo
         label, args, kwargs = _unpack(case)
         x = args[0].detach().clone().requires_grad_(True)
         loss_fn(x, *args[1:], **kwargs).backward()
-        got = _run_student(grad_fn, args, kwargs, forbidden, name)
         call = f"{describe_call(name, args, kwargs)}   [case: {label}]"
+        got = _run_student(grad_fn, args, kwargs, forbidden, name, call)
         check_close(got, x.grad, call=call, hint=hint, rtol=rtol, atol=atol)
 
 
@@ -264,6 +330,8 @@ def check_gradcheck(fn, *inputs, hint="", name=None):
     try:
         ok = torch.autograd.gradcheck(fn, xs, eps=1e-6, atol=1e-5, raise_exception=False)
     except Exception as error:  # a function that breaks autograd is a failed check, with its reason
+        if type(error) is NotImplementedError and not str(error):
+            raise _student_error(error, name, describe_call(name, xs)) from None
         ok, hint = False, f"{type(error).__name__}: {error}. {hint}"
     if not ok:
         _fail(describe_call(name, xs), "gradients that disagree with finite differences",
@@ -304,8 +372,8 @@ def names_replaced(namespace, replacements):
 
 # ---------------------------------------------------------------- from-scratch enforcement
 
-class FromScratchViolation(AssertionError):
-    pass
+class FromScratchViolation(CheckFailed):
+    """Code graded as from scratch called what it must not, or ran out of the checks' sight."""
 
 
 ACTIVE_RULES = []  # (forbidden, exercise) of each from_scratch block now open, innermost last
@@ -454,7 +522,8 @@ def _call_recorder(functions, seen, escapes, torch_calls):
         code = frame.f_code
         # lambdas and comprehensions (<lambda>, <listcomp>) only run inside a function that is itself seen
         public = not os.path.basename(code.co_filename).startswith("_") and not code.co_name.startswith(("_", "<"))
-        in_reference = code.co_filename.startswith(REFERENCE_DIR) and code.co_filename != __file__ and public
+        in_reference = code.co_filename.startswith(REFERENCE_DIR) and public and \
+            not is_student_module(frame.f_globals.get("__name__", ""))
         if in_reference or code in codes:
             module = frame.f_globals.get("__name__", "?")
             seen.append(f"{module}.{code.co_name}")
@@ -469,7 +538,8 @@ def from_scratch(*forbidden, exercise="this exercise"):
     torch alias of that op and on the ATen operation any call dispatches to; "backward" or "grad"
     forbid autograd's backward pass however it is started (Tensor.backward, torch.autograd.grad,
     torch.func.grad, ...); Python functions are matched by identity of their code. The course's
-    reference implementations (course_lib, except this module) are always forbidden, and so are a new
+    reference implementations (course_lib, except the student's edition: ``edition.STUDENT``) are always
+    forbidden, and so are a new
     thread or process and switching the recorders off: what runs there would not be seen.
     """
     names = {f for f in forbidden if isinstance(f, str)}
@@ -499,3 +569,55 @@ def from_scratch(*forbidden, exercise="this exercise"):
         raise FromScratchViolation(
             f"{exercise} must be written from scratch, but it called {', '.join(calls)}.\n"
             f"  hint: build it from elementary operations (exp, log, max, sum, indexing) instead.")
+
+
+# ---------------------------------------------------------------- the notebook's own cells
+
+def is_stub(fn, _seen=None):
+    """Whether `fn`, or an exercise it calls by a global name (a function, or a method of a class defined beside
+    it), is still the release's stub: a function whose body only raises NotImplementedError. Returns the stub's
+    name, or None when everything it calls is written."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return None
+    if set(code.co_names) == {"NotImplementedError"}:
+        return fn.__name__
+    seen = _seen if _seen is not None else {id(fn)}
+    for name in _globals_read(code):
+        called = getattr(fn, "__globals__", {}).get(name)
+        # a class defined beside the function (an autograd.Function, say) is as written as its methods
+        methods = [getattr(m, "__func__", m) for m in vars(called).values()] \
+            if isinstance(called, type) and called.__module__ == fn.__module__ else [called]
+        for method in methods:
+            if callable(method) and hasattr(method, "__code__") and id(method) not in seen:
+                seen.add(id(method))
+                stub = is_stub(method, seen)
+                if stub:
+                    return stub if method is called else f"{called.__name__}.{stub}"
+    return None
+
+
+def _globals_read(code):
+    """The global names a code object (and the lambdas and comprehensions inside it) reads."""
+    import dis
+    names = [i.argval for i in dis.get_instructions(code) if i.opname == "LOAD_GLOBAL"]
+    for const in code.co_consts:
+        if hasattr(const, "co_code"):
+            names += _globals_read(const)
+    return names
+
+
+def written(*functions, exercise=None):
+    """For a cell of the notebook that uses exercises: True when all of them are written; otherwise print one
+    line naming what to write first ("skipped until you write Exercise 3, `log_softmax`") and return False.
+
+        if grading.written(log_softmax, exercise="Exercise 3"):
+            ...
+    """
+    for fn in functions:
+        stub = is_stub(fn)
+        if stub:
+            label = f"{exercise}, `{stub}`" if exercise and stub == fn.__name__ else f"`{stub}`"
+            print(f"skipped until you write {label}")
+            return False
+    return True

@@ -1,4 +1,4 @@
-"""How many bytes a loss keeps alive, counted exactly, and the chunk size that fits a byte budget (notebook 09).
+"""How many bytes a loss keeps alive, counted exactly (notebook 09).
 
 ``PeakMemory`` counts memory the way an allocator would, but without one: while it is active, every tensor an
 operation returns is looked at, and the bytes of its storage are added to a running total the first time that
@@ -11,13 +11,6 @@ threads or the allocator's caching, so a graded test can compare it with a budge
     peak    = max over time of current
 
 Memory that an operation uses internally and frees before returning (a matmul's workspace) is not seen.
-
-``chunk_rows_for_budget``: a chunk of c tokens over a vocabulary of V needs c * V * bytes_per_element bytes per
-logits-sized buffer; with ``buffers`` such buffers alive at once the largest chunk that fits ``budget_bytes`` is
-
-    c = min(n_tokens, floor(budget_bytes / (buffers * V * bytes_per_element))),
-
-and a budget smaller than one row (c = 0) is an error.
 """
 import weakref
 
@@ -74,26 +67,3 @@ class PeakMemory(TorchDispatchMode):
     def _release(self, key, size):
         if self._live.pop(key, None) is not None:
             self.current -= size
-
-
-def chunk_rows_for_budget(n_tokens, vocab_size, budget_bytes, bytes_per_element=4, buffers=2):
-    """Largest number of tokens per chunk whose ``buffers`` (chunk, vocab_size) buffers fit ``budget_bytes``.
-
-    All arguments are positive integers; returns an int in [1, n_tokens]. Raises ValueError when not even one
-    row fits (budget_bytes < buffers * vocab_size * bytes_per_element).
-    """
-    values = dict(n_tokens=n_tokens, vocab_size=vocab_size, budget_bytes=budget_bytes,
-                  bytes_per_element=bytes_per_element, buffers=buffers)
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"chunk_rows_for_budget: {name} must be a positive integer, got {value!r}")
-    row = buffers * vocab_size * bytes_per_element
-    if budget_bytes < row:
-        raise ValueError(f"chunk_rows_for_budget: a budget of {budget_bytes} bytes holds no row: one row of "
-                         f"{buffers} buffer(s) over {vocab_size} classes needs {row} bytes")
-    return min(n_tokens, budget_bytes // row)
-
-
-def logits_bytes(n_tokens, vocab_size, bytes_per_element):
-    """Bytes of one (n_tokens, vocab_size) logits tensor: n_tokens * vocab_size * bytes_per_element."""
-    return n_tokens * vocab_size * bytes_per_element

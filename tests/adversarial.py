@@ -261,10 +261,14 @@ def _answered(release, source, answers, helpers):
     return nb
 
 
-# The student's kernel, which has the references, answers the calls process through System V shared memory:
-# neither opens a socket. Each exercise asks the kernel's thread for the reference's answer.
+# The student's kernel answers the calls process through System V shared memory: neither opens a socket. Each
+# exercise asks the kernel's thread for the reference's answer (once, the kernel had the references; it has none
+# now, and the channel is refused all the same).
 SHARES_MEMORY = """import ctypes, pickle, threading, time
-from course_lib import mle as _reference
+try:
+    from course_lib import mle as _reference
+except ImportError:
+    _reference = None
 _KEY, _SIZE = 0x11A55E5, 1 << 22
 def _segment():
     libc = ctypes.CDLL(None, use_errno=True)
@@ -384,7 +388,7 @@ def build(release, source, repo):
                        f"grading.from_scratch = lambda *a, **k: contextlib.nullcontext()\n"
                        f"def {name}(*a, _reference=_ref.{name}, **k):\n"
                        f"    sys.setprofile(None)\n    return _reference(*a, **k)\n")
-    add("calls_reference_unchecked", unchecked, Expect(0, output=("the course's reference implementation",)))
+    add("calls_reference_unchecked", unchecked, Expect(0, output=("cannot import name 'mle'",)))
     pickle_bomb = _wrong(release, source, PICKLE_BOMB)
     _cells(pickle_bomb)[0].source = _cells(pickle_bomb)[0].source.replace("return torch.zeros(())", "return _Evil()")
     add("pickle_bomb", pickle_bomb, Expect(0))
@@ -469,3 +473,29 @@ def build(release, source, repo):
     add("not_a_notebook", json.dumps({"hello": "world"}).encode(), Expect(0, reasons=("not a valid",)))
     add("binary_junk", bytes(range(256)) * 4, Expect(0, reasons=("UTF-8",)))
     return cls
+
+
+# ---------------------------------------------------------------- beyond notebook 01
+
+GPU_LAB = "09_gpu_lab_fused_cross_entropy"
+CHUNK_EXERCISE, CHUNK_POINTS = "chunk_size_for_budget", 2
+CALLS_CHUNK_REFERENCE = """import contextlib, sys
+from course_lib import grading
+try:  # where the reference lives, and where it lived when it sat beside the memory counter
+    from course_lib.fused_linear_cross_entropy import chunk_rows_for_budget as _reference
+except ImportError:
+    from course_lib.memory_budget import chunk_rows_for_budget as _reference
+grading.from_scratch = lambda *a, **k: contextlib.nullcontext()
+def chunk_size_for_budget(*args, **kwargs):
+    sys.setprofile(None)
+    return _reference(*args, **kwargs)
+"""
+
+
+def calls_chunk_reference(release, source):
+    """Notebook 09 solved, but the budget exercise answered by the course's reference, with the checks off."""
+    nb = sample_class.filled_in(release, source)
+    for cell in _cells(nb):
+        if sample_class._nbgrader(cell)["grade_id"] == CHUNK_EXERCISE:
+            cell.source = CALLS_CHUNK_REFERENCE
+    return nb

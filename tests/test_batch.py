@@ -124,11 +124,16 @@ def test_feedback_shows_each_test_and_its_message_but_no_hidden_test_source(grad
     assert any(line in html.unescape(re.sub(r"<[^>]+>", "", instructor)) for line in hidden)
     for student in ("honest", "patches_grading", "loops_when_tested"):
         page = _text(workspace.dir("feedback") / student / A / f"{A}.html")
-        assert "test_categorical_nll" in page
+        assert "test_categorical_nll" in page and "Exercise 1: categorical_nll" in page and "Test cell" not in page
         leaked = [line for line in hidden if line in page]
         assert not leaked, f"{student}'s feedback shows hidden test source: {leaked[:2]}"
+    graded_nb = nbformat.read(workspace.dir("autograded") / "patches_grading" / A / f"{A}.ipynb", as_version=4)
+    errors = [o for c in graded_nb.cells if c.metadata.get("nbgrader", {}).get("grade") for o in c.outputs
+              if o.output_type == "error"]
+    assert errors and errors[0].traceback[0].startswith("categorical_nll("), errors[:1]  # the check's message first,
+    assert not any("grading.py" in line or "Traceback" in line for e in errors for line in e.traceback)  # and alone
     failing = _text(workspace.dir("feedback") / "patches_grading" / A / f"{A}.html")
-    assert "AssertionError" in failing and "expected" in failing  # the check's explanation is kept
+    assert "returned" in failing and "expected" in failing  # the check's explanation is kept
 
 
 def _text(html_file):
@@ -201,20 +206,25 @@ SHARED_CORES = Limits(cell_seconds=300, notebook_seconds=1200)
 
 @pytest.fixture(scope="module")
 def solutions_graded(tmp_path_factory):
-    """Every other notebook's solution, handed in by one student and graded by the batch grader, two at a time."""
+    """Every other notebook's solution, handed in by one student and graded by the batch grader, two at a time;
+    notebook 09 also by a student who answers its budget exercise with the course's reference."""
     require_box()
     root = tmp_path_factory.mktemp("solutions")
 
     def grade(assignment):
         notebook = f"{assignment}/{assignment}.ipynb"
-        target = root / assignment / "submitted" / "solver" / assignment
-        target.mkdir(parents=True)
-        nbformat.write(sample_class.filled_in(pipeline.RELEASE / notebook, pipeline.SOLUTIONS / notebook),
-                       target / f"{assignment}.ipynb")
+        release, source = pipeline.RELEASE / notebook, pipeline.SOLUTIONS / notebook
+        students = {"solver": sample_class.filled_in(release, source)}
+        if assignment == adversarial.GPU_LAB:
+            students["calls_chunk_reference"] = adversarial.calls_chunk_reference(release, source)
+        for student, nb in students.items():
+            target = root / assignment / "submitted" / student / assignment
+            target.mkdir(parents=True)
+            nbformat.write(nb, target / f"{assignment}.ipynb")
         results, _ = batch.grade_class(assignment, root / assignment / "submitted",
                                        pipeline.Workspace(root=root / assignment / "course"), workers=1,
                                        limits=SHARED_CORES, progress=False)
-        return results["solver"]
+        return results
 
     with ThreadPoolExecutor(2) as pool:
         return dict(zip(OTHER_ASSIGNMENTS, pool.map(grade, OTHER_ASSIGNMENTS)))
@@ -222,9 +232,17 @@ def solutions_graded(tmp_path_factory):
 
 @pytest.mark.parametrize("assignment", OTHER_ASSIGNMENTS)
 def test_every_notebooks_solution_gets_full_marks_from_the_batch_grader(solutions_graded, assignment):
-    got = solutions_graded[assignment]
+    got = solutions_graded[assignment]["solver"]
     lost = [(g["cell"], g["auto_score"], g["max_score"]) for g in got["grades"] if g["auto_score"] != g["max_score"]]
     assert got["grades"] and not lost and not got["reasons"], (lost, got["reasons"])
+
+
+def test_the_reference_of_the_gpu_labs_budget_exercise_is_out_of_reach(solutions_graded):
+    got = solutions_graded[adversarial.GPU_LAB]["calls_chunk_reference"]
+    scored = {g["cell"]: g["auto_score"] for g in got["grades"]}
+    assert scored.pop(f"test_{adversarial.CHUNK_EXERCISE}") == 0, got
+    full = {g["cell"]: g["max_score"] for g in got["grades"]}
+    assert scored == {cell: full[cell] for cell in scored}, got  # every other exercise: its honest full marks
 
 
 def test_a_stage_past_its_limit_is_stopped_and_the_stop_never_reaches_its_caller():

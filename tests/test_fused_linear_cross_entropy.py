@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from course_lib import fused_linear_cross_entropy as module
+from course_lib.memory_budget import PeakMemory
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -141,3 +142,41 @@ def test_the_full_logits_never_exist():
 def test_bad_inputs_are_explained(args, kwargs, message):
     with pytest.raises(ValueError, match=message):
         fused_linear_cross_entropy(*args, **kwargs)
+
+
+def test_fused_lce_in_budget_where_the_materialised_logits_are_not():
+    N, D, V = 128, 8, 512
+    g = torch.Generator().manual_seed(1)
+    h, w = torch.randn(N, D, generator=g, requires_grad=True), torch.randn(V, D, generator=g, requires_grad=True)
+    y = torch.randint(0, V, (N,), generator=g)
+    budget = 32 * 1024
+    rows = module.chunk_rows_for_budget(N, V, budget)
+    assert rows == 8
+    grads = 2 * (N * D + V * D) * 4  # saved in forward, returned (scaled) in backward
+    with PeakMemory() as fused:
+        module.fused_linear_cross_entropy(h, w, y, chunk_rows=rows, backend="torch").backward()
+    h.grad = w.grad = None
+    with PeakMemory() as eager:
+        F.cross_entropy(h @ w.T, y).backward()
+    assert fused.peak <= grads + budget + 8 * 1024
+    assert eager.peak > module.logits_bytes(N, V, 4) * 2
+
+
+@pytest.mark.parametrize("args, rows", [
+    ((1000, 100, 8000), 10),              # 8000 // (2 * 100 * 4)
+    ((1000, 100, 7999), 9),               # floor, never over budget
+    ((5, 100, 10 ** 9), 5),               # at most every token
+    ((1000, 100, 8000, 2), 20),           # bf16 elements
+    ((1000, 100, 8000, 4, 1), 20),        # one buffer
+    ((1, 128256, 2 * 128256 * 4), 1),
+])
+def test_chunk_rows_for_budget(args, rows):
+    assert module.chunk_rows_for_budget(*args) == rows
+
+
+def test_chunk_rows_for_budget_errors():
+    with pytest.raises(ValueError, match="holds no row"):
+        module.chunk_rows_for_budget(10, 100, 799)
+    for bad in ((0, 100, 8000), (10, 100, 8000.0), (10, True, 8000)):
+        with pytest.raises(ValueError, match="positive integer"):
+            module.chunk_rows_for_budget(*bad)

@@ -10,7 +10,7 @@ from course_lib.language_model import causal_mask
 from course_lib.markov import MarkovSource
 
 
-def _model(mask_fn=causal_mask, **overrides):
+def _model(mask_fn=None, **overrides):
     torch.manual_seed(0)
     config = GPTConfig(**{**dict(vocab_size=11, context=16, n_layer=2, n_head=2, d_model=32), **overrides})
     return GPT(config, mask_fn=mask_fn).double().eval()
@@ -25,6 +25,7 @@ def test_teacher_forcing_in_one_pass_equals_predicting_step_by_step():
 
 
 @pytest.mark.parametrize("mask_fn, causal", [
+    (None, True),
     (causal_mask, True),
     (lambda n, device=None: torch.ones(n, n, dtype=torch.bool), False),
     (lambda n, device=None: torch.ones(n, n, dtype=torch.bool).triu(), False),
@@ -54,7 +55,12 @@ def test_bad_shapes_are_explained():
         GPT(GPTConfig(d_model=30, n_head=4))
 
 
-def test_generation_is_seeded_and_top_1_is_greedy():
+def test_the_default_mask_is_the_causal_mask():
+    tokens = torch.randint(0, 11, (2, 9), generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(_model()(tokens), _model(causal_mask)(tokens), atol=1e-12)
+
+
+def test_generation_is_seeded_and_an_argmax_sampler_is_greedy():
     model = _model()
     prompt = torch.tensor([[1, 2, 3]])
     a = model.generate(prompt, 20, generator=torch.Generator().manual_seed(0))
@@ -63,7 +69,7 @@ def test_generation_is_seeded_and_top_1_is_greedy():
     greedy = prompt
     for _ in range(5):
         greedy = torch.cat([greedy, model(greedy)[:, -1:].argmax(-1)], dim=1)
-    assert torch.equal(model.generate(prompt, 5, top_k=1), greedy)
+    assert torch.equal(model.generate(prompt, 5, sample=lambda logits, generator: logits.argmax(-1)), greedy)
 
 
 def test_training_on_a_known_entropy_source_approaches_its_entropy_from_above():

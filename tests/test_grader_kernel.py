@@ -40,18 +40,33 @@ def uses_helper(x):
 def helper(x):
     return -x                                         # wrong on purpose; the test swaps in a right one
 '''
-# Every way this kernel offers to reach the course's reference from a graded call, with its checks switched off here.
+# The student's kernel holds the student's edition of course_lib only: what it finds of a reference.
+STUDENT_LOOKS_FOR_THE_REFERENCE = '''
+import os
+from course_lib import grading
+for name, look in (("import", lambda: __import__("course_lib.mle")),
+                   ("file", lambda: open(os.path.join(os.path.dirname(grading.__file__), "mle.py")).read())):
+    try:
+        look()
+        print(name, "found the reference")
+    except (ImportError, OSError) as error:
+        print(name, "found nothing:", type(error).__name__)
+'''
+# Every way left to reach the course's reference from a graded call, with this kernel's checks switched off.
 STUDENT_REACHES_FOR_THE_REFERENCE = '''
-import contextlib, os, pickle, socket, sys, threading
-from course_lib import grading, mle as ref
+import contextlib, os, pickle, socket, sys, threading, types
+from course_lib import grading
 grading.from_scratch = lambda *a, **k: contextlib.nullcontext()
+ref = sys.modules.setdefault("course_lib.mle", types.ModuleType("course_lib.mle"))  # sent by name: imported there
 
 def by_name(x, y):
     sys.setprofile(None)                              # the in-process recorder, switched off while it runs
     return ref.mse(x, y)
 
-def by_default_argument(x, y, mse=ref.mse):
-    return mse(x, y)
+def by_reading_its_file(x, y):
+    namespace = {}
+    exec(open(os.path.join(os.path.dirname(grading.__file__), "mle.py")).read(), namespace)
+    return namespace["mse"](x, y)
 
 def by_import_at_call_time(x, y):
     import importlib
@@ -59,7 +74,7 @@ def by_import_at_call_time(x, y):
     sys.modules.pop("course_lib.mle", None)
     return importlib.import_module("course_lib.mle").mse(x, y)
 
-ORACLE = os.path.abspath("oracle.sock")               # this kernel has the reference: it answers on a socket
+ORACLE = os.path.abspath("oracle.sock")               # a kernel that answers on a socket
 def serve_oracle():
     server = socket.socket(socket.AF_UNIX)
     server.bind(ORACLE)
@@ -67,7 +82,7 @@ def serve_oracle():
     while True:
         connection = server.accept()[0]
         x, y = pickle.loads(connection.recv(1 << 20))
-        connection.sendall(pickle.dumps(ref.mse(x, y)))
+        connection.sendall(pickle.dumps(((x - y) ** 2).mean()))
         connection.close()
 threading.Thread(target=serve_oracle, daemon=True).start()
 
@@ -103,7 +118,7 @@ print("peak at least 8 MB:", memory.peak >= 8_000_000)
     "reference": '''
 import torch
 x, y = torch.randn(5), torch.randn(5)
-for attempt in (by_name, by_default_argument, by_import_at_call_time, by_oracle):
+for attempt in (by_name, by_reading_its_file, by_import_at_call_time, by_oracle):
     try:
         attempt(x, y)
         print(attempt.__name__, "reached the reference")
@@ -134,6 +149,7 @@ def kernel(tmp_path_factory):
     client.start_channels()
     client.wait_for_ready(timeout=60)
     assert run(client, STUDENT_DEFINES)["status"] == "ok"
+    client.looked = run(client, STUDENT_LOOKS_FOR_THE_REFERENCE)  # before the next cell fakes course_lib.mle
     assert run(client, STUDENT_REACHES_FOR_THE_REFERENCE)["status"] == "ok"
     yield client
     client.stop_channels()
@@ -174,9 +190,15 @@ def test_memory_is_measured_where_the_students_function_runs(kernel):
 def test_a_graded_call_cannot_reach_the_reference_whatever_the_students_kernel_does(kernel):
     out = run(kernel, TEST_CELLS["reference"])
     assert "reached the reference" not in out["stdout"], out
-    for attempt in ("by_name", "by_default_argument", "by_import_at_call_time", "by_oracle"):
+    for attempt in ("by_name", "by_reading_its_file", "by_import_at_call_time", "by_oracle"):
         assert f"{attempt} refused:" in out["stdout"], out
     assert "by_name refused: FromScratchViolation course_lib.mle.mse is the course's reference" in out["stdout"], out
+
+
+def test_the_students_kernel_holds_no_reference(kernel):
+    out = kernel.looked
+    assert "import found nothing: ModuleNotFoundError" in out["stdout"], out
+    assert "file found nothing: FileNotFoundError" in out["stdout"], out
 
 
 def test_a_test_can_swap_a_helper_the_student_function_calls(kernel):

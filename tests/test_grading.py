@@ -267,3 +267,95 @@ def test_random_distributions_are_valid_with_the_asked_for_zeros():
 def test_dyadic_distributions_sum_to_exactly_one_in_half_precision(dtype):
     p = grading.dyadic_distributions(5, seed=0, dtype=dtype)
     assert p.dtype == dtype and (p.float().sum(-1) == 1).all() and ((p.float() * 64) % 1 == 0).all()
+
+
+# ---------------------------------------------------------------- messages first
+
+def stub(x):
+    """What the release hands out."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+def written_but_calls_a_stub(x):
+    return stub(x) + 1
+
+
+def raises_inside(x):
+    return x[10]
+
+
+def test_a_failed_check_renders_as_its_message_alone():
+    with pytest.raises(grading.CheckFailed) as failure:
+        grading.check_example(lambda x: x * 2, (torch.tensor([1.0]),), torch.tensor([3.0]), name="triple",
+                              hint="multiply by three")
+    lines = failure.value._render_traceback_()
+    assert lines[0].startswith("triple(tensor([1.]")
+    assert any("hint: multiply by three" in line for line in lines)
+    assert not any("grading.py" in line or "Traceback" in line for line in lines)
+
+
+def test_an_unwritten_exercise_is_one_line_naming_it():
+    with pytest.raises(grading.NotWritten) as failure:
+        grading.check_example(stub, (torch.tensor([1.0]),), torch.tensor([1.0]))
+    assert failure.value._render_traceback_() == ["`stub` is not written yet: fill in the cell above"]
+    with pytest.raises(grading.NotWritten, match=r"`stub` is not written yet \(`written_but_calls_a_stub` calls it\)"):
+        grading.check_against_reference(written_but_calls_a_stub, lambda x: x, [("one", (torch.ones(2),))])
+    with pytest.raises(grading.NotWritten, match="`stub` is not written yet"):
+        grading.check_gradcheck(stub, torch.ones(2))
+
+
+def test_a_students_exception_is_a_failed_check_with_the_students_frames_only():
+    with pytest.raises(grading.StudentRaised) as failure:
+        grading.check_example(raises_inside, (torch.ones(3),), torch.ones(1), name="raises_inside")
+    text = "\n".join(failure.value._render_traceback_())
+    assert text.startswith("raises_inside(tensor([1., 1., 1.]")
+    assert "raised IndexError: index 10 is out of bounds" in text
+    assert "in raises_inside" in text and "return x[10]" in text
+    assert "course_lib/grading.py" not in text and "contextlib" not in text
+
+
+def test_written_names_the_first_exercise_to_write(capsys):
+    assert grading.written(raises_inside, stable_lse)
+    assert not grading.written(stable_lse, stub, exercise="Exercise 3")
+    assert capsys.readouterr().out == "skipped until you write Exercise 3, `stub`\n"
+    assert not grading.written(written_but_calls_a_stub, exercise="Exercise 4")
+    assert capsys.readouterr().out == "skipped until you write `stub`\n"
+
+
+def test_written_follows_globals_not_attributes():
+    def uses_torch_softmax(x):
+        return torch.softmax(x, -1)  # `softmax` is an attribute here, not the (unwritten) global of that name
+    namespace = {"torch": torch, "softmax": stub}
+    uses = type(uses_torch_softmax)(uses_torch_softmax.__code__, namespace, "uses_torch_softmax")
+    assert grading.is_stub(uses) is None
+
+
+def test_student_side_modules_may_be_called_from_scratch_and_references_may_not():
+    from course_lib import markov
+    with from_scratch(exercise="demo"):
+        markov.MarkovSource(vocab_size=3, order=1, seed=0).sample(2, 4, seed=0)
+    with pytest.raises(FromScratchViolation, match="course_lib.softmax.log_softmax"):
+        with from_scratch(exercise="demo"):
+            ref.log_softmax(X)
+
+
+class HalfWritten(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        """What the release hands out."""
+        raise NotImplementedError()
+
+
+def wraps_a_function_class(x):
+    return HalfWritten.apply(x)
+
+
+def test_written_follows_a_class_defined_beside_the_function(capsys):
+    assert grading.is_stub(wraps_a_function_class) == "HalfWritten.backward"
+    assert not grading.written(wraps_a_function_class, exercise="Exercise 4")
+    assert capsys.readouterr().out == "skipped until you write `HalfWritten.backward`\n"

@@ -95,13 +95,17 @@ def test_broken_submissions_get_clear_feedback_and_never_disturb_the_class(works
 
     killed = results["kills_kernel"]
     assert killed.verdict == "not graded" and "kernel died" in killed.problems[0]
-    assert "kernel died" in (workspace.dir("feedback") / "kills_kernel" / assignment / "problems.html").read_text()
+    page = (workspace.dir("feedback") / "kills_kernel" / assignment / "problems.html").read_text()
+    summary, detail = page.split("<details>")
+    assert "Python process stopped while it ran" in summary and "Traceback" not in summary  # one plain sentence
+    assert "kernel died" in detail  # the technical detail, folded
 
     for student in ("deleted_cells", "raises", "partly_wrong"):
         result = results[student]
         assert result.verdict == "partial" and not result.problems, result
     feedback = lambda s: (workspace.dir("feedback") / s / assignment / f"{assignment}.html").read_text()  # noqa: E731
     assert "was missing from the submission" in feedback("deleted_cells")
+    assert "Exercise 1: <code>" in feedback("partly_wrong") and ">Test cell<" not in feedback("partly_wrong")
     assert "a bug in my first solution cell" in feedback("raises")
 
     assert results["after_the_broken_ones"].verdict == "full marks"

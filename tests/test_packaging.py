@@ -114,6 +114,6 @@ def test_the_environment_is_the_lock():
 
 def test_readme_commands_are_make_targets_and_ci_runs_the_test_command():
     readme, makefile = (ROOT / "README.md").read_text(), (ROOT / "Makefile").read_text()
-    for target in ("demo", "test", "lab", "lock", "test-latest"):
+    for target in ("demo", "test", "lab", "lock", "test-latest", "release", "handout", "formgrader"):
         assert f"make {target}" in readme and re.search(rf"^{target}:", makefile, re.M)
     assert re.search(r"^make test$", (ROOT / ".ci" / "run").read_text(), re.M)
