@@ -157,6 +157,9 @@ PLAIN = (
      "A cell ran past its time limit and was stopped: look for an endless loop or a very slow computation."),
     (("not valid notebook JSON", "not a valid Jupyter notebook", "not UTF-8", "was not handed in", "no cells"),
      "The file handed in could not be read as a notebook: hand in the .ipynb file Jupyter saved."),
+    (("was deleted", "was restored", "was edited", "was renamed", "changed from", "metadata was changed"),
+     "Some of the assignment's own cells had been deleted or changed in your notebook: the originals were put "
+     "back and run, and your answers were graded with them."),
 )
 
 
