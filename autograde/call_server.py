@@ -226,9 +226,7 @@ class Server:
 
 def run(settings, channel):
     """Sandbox this process, say what the sandbox could not apply, then serve the grader on `channel`."""
-    loaded = edition.references_loaded(sys.modules)
-    if loaded:
-        raise RuntimeError(f"the course's references are already in this process: {loaded}")
+    edition.refuse_references(sys.modules, "the process for graded calls")
     sys.meta_path.insert(0, StandIns())
     skipped = sandbox.restrict(settings.limits, calls=True)
     torch.set_num_threads(settings.threads)

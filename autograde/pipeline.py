@@ -8,6 +8,7 @@ class is graded as usual.
 """
 import csv
 import html
+import itertools
 import json
 import os
 import re
@@ -174,9 +175,9 @@ def plain_summary(problems):
 
 def name_exercises(feedback_html):
     """nbgrader's feedback lists every test as "Test cell": name each by its exercise (test_softmax -> `softmax`)."""
-    count = iter(range(1, 1000))
+    number = itertools.count(1)
     return re.sub(r'<a href="#test_(\w+)">Test cell</a>',
-                  lambda m: f'<a href="#test_{m.group(1)}">Exercise {next(count)}: <code>{m.group(1)}</code></a>',
+                  lambda m: f'<a href="#test_{m.group(1)}">Exercise {next(number)}: <code>{m.group(1)}</code></a>',
                   feedback_html)
 
 

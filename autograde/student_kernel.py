@@ -1,10 +1,11 @@
 """The student's own ipykernel: where every cell of the notebook that is not a test cell runs.
 
 Role "student" of autograde.launch, started warm by the zygote or cold, either way in a box of its
-own that holds the student's edition of course_lib (course_lib.edition), no reference: the sandbox's limits first (autograde.sandbox), then ipykernel serving on the listening
-sockets the grader made for it, then, those ready, a report of what the sandbox could not apply on
-the channel. The channel stays open for `autograde/student_side.py`, which sends the student's
-functions on it when a test calls them; the grader reads from it only what it asked for, bounded.
+own that holds the student's edition of course_lib (course_lib.edition), no reference: the sandbox's
+limits first (autograde.sandbox), then ipykernel serving on the listening sockets the grader made for
+it, then, those ready, a report of what the sandbox could not apply on the channel. The channel stays
+open for `autograde/student_side.py`, which sends the student's functions on it when a test calls them;
+the grader reads from it only what it asked for, bounded.
 """
 import json
 import os
@@ -40,9 +41,7 @@ def serve_on(listeners, connection):
 def run(settings, channel, listeners):
     global CHANNEL
     CHANNEL = channel
-    loaded = edition.references_loaded(sys.modules)
-    if loaded:
-        raise RuntimeError(f"the course's references are already in the student's kernel: {loaded}")
+    edition.refuse_references(sys.modules, "the student's kernel")
     skipped = sandbox.restrict(settings.limits)
     import torch
     torch.set_num_threads(settings.threads)  # after the sandbox: joining a box needs one thread

@@ -25,6 +25,8 @@ def is_student_module(name):
     return short == "" or short.split(".")[0] in STUDENT
 
 
-def references_loaded(modules):
-    """The reference modules among `modules` (e.g. sys.modules): what a student's process must never hold."""
-    return sorted(m for m in modules if m.startswith("course_lib.") and not is_student_module(m))
+def refuse_references(modules, process):
+    """Raise RuntimeError if `modules` (a process's sys.modules) holds a reference: a student's process never may."""
+    loaded = sorted(m for m in modules if m.startswith("course_lib.") and not is_student_module(m))
+    if loaded:
+        raise RuntimeError(f"the course's references are already in {process}: {loaded}")

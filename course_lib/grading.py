@@ -19,6 +19,7 @@ notebook, Validate and the feedback show that message alone, with no frame of th
 - ``written``: whether an exercise is written yet, for the notebook's own cells that use it.
 """
 import contextlib
+import dis
 import functools
 import math
 import os
@@ -37,20 +38,20 @@ REFERENCE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 # ---------------------------------------------------------------- failed checks
 
+def _message_lines(self):
+    """What IPython shows for the exception (it asks for ``_render_traceback_``): its message, no frame."""
+    return str(self).splitlines()
+
+
 class CheckFailed(AssertionError):
     """A failed check. Its message is what the student needs, so IPython shows the message alone: no frame of
-    the checks (IPython asks an exception for ``_render_traceback_``; nbgrader's Validate and feedback show the
-    traceback the notebook stored)."""
-
-    def _render_traceback_(self):
-        return str(self).splitlines()
+    the checks (nbgrader's Validate and feedback show the traceback the notebook stored)."""
+    _render_traceback_ = _message_lines
 
 
 class Stop(Exception):
     """Stops Run All with one plain message (a notebook whose machine lacks what it needs), no traceback."""
-
-    def _render_traceback_(self):
-        return str(self).splitlines()
+    _render_traceback_ = _message_lines
 
 
 class NotWritten(CheckFailed):
@@ -76,9 +77,14 @@ def _stub_name(error):
     return getattr(error, "raised_in", None) or (frames[-1].name if frames else None)
 
 
+def _raised_by_stub(error):
+    """Whether `error` is the bare NotImplementedError() a released exercise raises until it is written."""
+    return type(error) is NotImplementedError and not str(error)
+
+
 def _student_error(error, name, call):
     """A student's exception as a failed check: NotWritten for the release's stub, StudentRaised for the rest."""
-    if type(error) is NotImplementedError and not str(error):
+    if _raised_by_stub(error):
         stub = _stub_name(error)
         if stub and stub != name and not stub.startswith("<"):
             return NotWritten(f"`{stub}` is not written yet (`{name}` calls it): fill in its cell, above")
@@ -330,7 +336,7 @@ def check_gradcheck(fn, *inputs, hint="", name=None):
     try:
         ok = torch.autograd.gradcheck(fn, xs, eps=1e-6, atol=1e-5, raise_exception=False)
     except Exception as error:  # a function that breaks autograd is a failed check, with its reason
-        if type(error) is NotImplementedError and not str(error):
+        if _raised_by_stub(error):
             raise _student_error(error, name, describe_call(name, xs)) from None
         ok, hint = False, f"{type(error).__name__}: {error}. {hint}"
     if not ok:
@@ -538,9 +544,9 @@ def from_scratch(*forbidden, exercise="this exercise"):
     torch alias of that op and on the ATen operation any call dispatches to; "backward" or "grad"
     forbid autograd's backward pass however it is started (Tensor.backward, torch.autograd.grad,
     torch.func.grad, ...); Python functions are matched by identity of their code. The course's
-    reference implementations (course_lib, except the student's edition: ``edition.STUDENT``) are always
-    forbidden, and so are a new
-    thread or process and switching the recorders off: what runs there would not be seen.
+    reference implementations (course_lib but the student's edition, ``edition.STUDENT``) are always
+    forbidden, and so are a new thread or process and switching the recorders off: what runs there
+    would not be seen.
     """
     names = {f for f in forbidden if isinstance(f, str)}
     functions = [f for f in forbidden if not isinstance(f, str)]
@@ -599,7 +605,6 @@ def is_stub(fn, _seen=None):
 
 def _globals_read(code):
     """The global names a code object (and the lambdas and comprehensions inside it) reads."""
-    import dis
     names = [i.argval for i in dis.get_instructions(code) if i.opname == "LOAD_GLOBAL"]
     for const in code.co_consts:
         if hasattr(const, "co_code"):
