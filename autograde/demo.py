@@ -1,8 +1,8 @@
 """`make demo`: the whole road on a sample class, offline.
 
-Executes every solution notebook (timed) and renders it to HTML for class, releases every
-assignment, hands in a sample class (autograde/sample_class.py), autogrades it with nbgrader,
-writes feedback, exports grades.csv and prints the grade table. Everything it writes is under
+Executes every solution notebook (timed), releases every assignment, hands in a sample class
+(autograde/sample_class.py), autogrades it with nbgrader, writes feedback, exports grades.csv and
+prints the grade table (the class's slides are `make slides`). Everything it writes is under
 build/: it grades in its own workspace, build/demo/, and releases into build/demo/release/, so
 neither a real class under autograde/ nor notebooks/ (which may hold someone's edits) is touched.
 
@@ -10,37 +10,19 @@ neither a real class under autograde/ nor notebooks/ (which may hold someone's e
 """
 import shutil
 import sys
-import time
-
-import nbformat
-from nbclient import NotebookClient
-from nbconvert import HTMLExporter
 
 from autograde import pipeline, sample_class
 
 BUILD = pipeline.ROOT / "build"
 
 
-def execute(assignment, timeout=600):
-    """Run a solution notebook top to bottom in a fresh kernel; returns (executed notebook, seconds)."""
-    source = pipeline.SOLUTIONS / assignment / f"{assignment}.ipynb"
-    nb = nbformat.read(source, as_version=4)
-    start = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(source.parent)}}).execute()
-    return nb, time.perf_counter() - start
-
-
 def main(assignments=None):
     workspace = pipeline.Workspace(root=BUILD / "demo", release=BUILD / "demo" / "release")
     shutil.rmtree(workspace.root, ignore_errors=True)
-    (BUILD / "html").mkdir(parents=True, exist_ok=True)
     results, times = [], {}
     for assignment in assignments or pipeline.assignments():
         print(f"== {assignment}: executing the solutions", flush=True)
-        executed, times[assignment] = execute(assignment)
-        body, _ = HTMLExporter().from_notebook_node(executed)
-        (BUILD / "html" / f"{assignment}.html").write_text(body, encoding="utf-8")
+        _, times[assignment] = pipeline.execute_solution(assignment)
 
         print(f"== {assignment}: releasing to {workspace.release.relative_to(pipeline.ROOT)}/ and handing in the "
               f"sample class", flush=True)
@@ -60,7 +42,7 @@ def main(assignments=None):
     print(f"\nGrades (nbgrader export: {grades.relative_to(pipeline.ROOT)})\n")
     print(pipeline.grade_table(results))
     print(f"\nFeedback: {(workspace.root / 'feedback').relative_to(pipeline.ROOT)}/<student>/<assignment>/"
-          f"\nSlides:   {(BUILD / 'html').relative_to(pipeline.ROOT)}/<assignment>.html")
+          f"\nSlides:   make slides (build/slides/ for class, build/answers/ for after the deadline)")
 
 
 if __name__ == "__main__":

@@ -14,10 +14,12 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+from nbclient import NotebookClient
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -72,6 +74,16 @@ class Result:
         if self.max_score and self.score >= self.max_score:
             return "full marks"
         return "zero" if self.score == 0 else "partial"
+
+
+def execute_solution(assignment, timeout=600):
+    """Run a solution notebook top to bottom in a fresh kernel; returns (executed notebook, seconds)."""
+    source = SOLUTIONS / assignment / f"{assignment}.ipynb"
+    nb = nbformat.read(source, as_version=4)
+    start = time.perf_counter()
+    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(source.parent)}}).execute()
+    return nb, time.perf_counter() - start
 
 
 def release(assignment, workspace=Workspace()):

@@ -4,6 +4,7 @@ The mutant tests use this to prove each exercise's own test cell (visible and hi
 together, exactly as nbgrader runs them) rejects wrong implementations and accepts right ones.
 """
 import contextlib
+import functools
 import linecache
 import os
 from pathlib import Path
@@ -82,6 +83,14 @@ def load_exercises(assignment: str) -> NotebookExercises:
     if assignment not in _loaded:
         _loaded[assignment] = NotebookExercises(ROOT / "solutions" / assignment / f"{assignment}.ipynb")
     return _loaded[assignment]
+
+
+@pytest.fixture(scope="session")
+def executed_solution():
+    """assignment -> (its solution notebook executed top to bottom in a kernel, seconds): once per session,
+    on first use, shared by every test that needs it (callers copy before they change it)."""
+    from autograde.pipeline import execute_solution
+    return functools.cache(execute_solution)
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,6 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograde.demo import execute
 from autograde.pipeline import RELEASE, SOLUTIONS, assignments
 
 pytestmark = pytest.mark.slow
@@ -19,8 +18,8 @@ def test_the_course_has_its_notebooks_so_far():
 
 
 @pytest.mark.parametrize("assignment", assignments())
-def test_solution_notebook_runs_top_to_bottom(assignment):
-    _, seconds = execute(assignment)  # raises CellExecutionError, naming the cell, if any cell fails
+def test_solution_notebook_runs_top_to_bottom(assignment, executed_solution):
+    _, seconds = executed_solution(assignment)  # raises CellExecutionError, naming the cell, if any cell fails
     print(f"{assignment}: {seconds:.1f} s")  # shown with -rA; the budget is 90 s on 2 cores
 
 
