@@ -19,7 +19,7 @@ SETUP := $(ENV_PREFIX)/.llm-losses-course-installed
 # Jupyter refuses to run as root unless told: say so where the user is root (a container, a CI machine)
 AS_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: env setup demo test test-fast test-latest lock release handout slides lab formgrader grade clean
+.PHONY: env setup demo test test-fast test-latest lock release handout slides gpu-check lab formgrader grade clean
 
 setup: $(SETUP)
 
@@ -71,6 +71,9 @@ handout: setup  ## the student's edition, in build/handout: the release and cour
 
 slides: setup  ## the class's slides and pages in build/slides, the answers in build/answers (offline, from the release)
 	$(PY) -m autograde.slides
+
+gpu-check: setup  ## every Triton kernel compiled for sm_80 and sm_90, no GPU needed: registers, spills, shared memory
+	$(PY) benchmarks/gpu_check.py
 
 grade: setup  ## grade a class: make grade ASSIGNMENT=01_mle_and_nll SUBMISSIONS=path/to/folder-or.zip [ARGS=--workers 4]
 	@test -n "$(ASSIGNMENT)" -a -n "$(SUBMISSIONS)" || { echo "usage: make grade ASSIGNMENT=NN_name SUBMISSIONS=folder-or-zip [ARGS=...]"; exit 2; }
