@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from course_lib.fused_linear_cross_entropy import fused_linear_cross_entropy  # noqa: E402
+from gpu_model import H200, bound_ms  # noqa: E402 - beside this file
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CPU_SHAPES = [(4096, 256, 32768)]
@@ -218,6 +219,8 @@ def main():
             grad_error = max(((a - b).norm() / b.norm()).item() for a, b in zip(grads, reference[1]))
             row["methods"].append({"method": name, "ms": seconds * 1e3, "peak_extra_mib": peak / 2 ** 20,
                                    "loss": loss, "loss_diff": abs(loss - reference[0]), "grad_rel_error": grad_error})
+            if args.gpu and bound_ms(name, N, D, V) is not None:
+                row["methods"][-1]["h200_bound_ms"] = bound_ms(name, N, D, V)
             print(f"N={N} D={D} V={V} {name}: {seconds * 1e3:.1f} ms, {peak / 2 ** 20:.1f} MiB, loss {loss:.6f}, "
                   f"grad rel. error {grad_error:.1e}", flush=True)
         info["shapes"].append(row)
@@ -246,14 +249,22 @@ def write(info, stem):
             lines += [f"Three-matmul limit (6·N·D·V FLOP at that rate): {row['three_matmul_limit_ms']:.1f} ms. "
                       + kernel, ""]
         base = next((m for m in row["methods"] if "ms" in m), None)
-        lines += ["| method | fwd+bwd ms | × eager time | peak extra MiB | % of eager memory | grad rel. error |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        bounded = any("h200_bound_ms" in m for m in row["methods"])
+        lines += ["| method | fwd+bwd ms | × eager time | peak extra MiB | % of eager memory | grad rel. error |"
+                  + (" H200 bound ms | × bound |" if bounded else ""),
+                  "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if bounded else "")]
         for m in row["methods"]:
             if "error" in m:
-                lines.append(f"| {m['method']} | failed: {m['error'][:80]} | | | | |")
+                lines.append(f"| {m['method']} | failed: {m['error'][:80]} | | | | |" + (" | |" if bounded else ""))
                 continue
+            bound = (f" {m['h200_bound_ms']:.1f} | {m['ms'] / m['h200_bound_ms']:.2f} |" if "h200_bound_ms" in m
+                     else " | |") if bounded else ""
             lines.append(f"| {m['method']} | {m['ms']:.1f} | {m['ms'] / base['ms']:.2f} | {m['peak_extra_mib']:.0f} | "
-                         f"{100 * m['peak_extra_mib'] / base['peak_extra_mib']:.1f} | {m['grad_rel_error']:.1e} |")
+                         f"{100 * m['peak_extra_mib'] / base['peak_extra_mib']:.1f} | {m['grad_rel_error']:.1e} |"
+                         + bound)
+        if bounded:
+            lines += ["", f"H200 bound: benchmarks/gpu_model.py, a lower bound from bytes and FLOPs at the "
+                          f"{H200.name}'s datasheet rates, not a measurement."]
         lines.append("")
     (RESULTS / f"{stem}.md").write_text("\n".join(lines))
     print("\n".join(lines))
