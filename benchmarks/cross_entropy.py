@@ -219,8 +219,8 @@ def main():
             grad_error = max(((a - b).norm() / b.norm()).item() for a, b in zip(grads, reference[1]))
             row["methods"].append({"method": name, "ms": seconds * 1e3, "peak_extra_mib": peak / 2 ** 20,
                                    "loss": loss, "loss_diff": abs(loss - reference[0]), "grad_rel_error": grad_error})
-            if args.gpu and bound_ms(name, N, D, V) is not None:
-                row["methods"][-1]["h200_bound_ms"] = bound_ms(name, N, D, V)
+            if args.gpu and (bound := bound_ms(name, N, D, V)) is not None:
+                row["methods"][-1]["h200_bound_ms"] = bound
             print(f"N={N} D={D} V={V} {name}: {seconds * 1e3:.1f} ms, {peak / 2 ** 20:.1f} MiB, loss {loss:.6f}, "
                   f"grad rel. error {grad_error:.1e}", flush=True)
         info["shapes"].append(row)

@@ -36,7 +36,6 @@ DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 LOW_PRECISION = (torch.float32, torch.bfloat16, torch.float16)  # the notebook's kernels accumulate in fp32
 # a vocabulary per (block, warps) the launcher picks on a GPU: 1024 and 4 warps, 4096 and 8, 16384 and 16
 VOCABULARIES = (1000, 4096, 50257)
-NOTEBOOKS = ("09_gpu_lab_fused_cross_entropy",)
 ROWS = 4
 
 

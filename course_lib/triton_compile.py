@@ -2,7 +2,7 @@
 
     with recording(vars(module)) as launches:   # every @triton.jit kernel there records its launches
         launcher(*inputs)                        # instead of running (outputs are left unwritten)
-    compile_launch(launches[0], "sm_90")         # -> Compiled: registers, local (spilled) bytes, shared bytes
+    compile_launch(launches[0], "sm_90")         # -> Compiled: registers, spilled bytes, shared bytes
 
 A launch is compiled as Triton would compile it at that call: Triton's own binder specialises the
 arguments (pointer dtypes, 16-byte alignment, integers divisible by 16 or equal to 1, constexprs, num_warps),
