@@ -34,7 +34,7 @@ $(SETUP): pyproject.toml $(LOCK) | env
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $@
 
-demo: setup  ## execute solutions, release, autograde a sample class, print grades
+demo: setup  ## release, grade a sample class of every assignment with the batch grader, print grades
 	$(PY) -m autograde.demo
 
 test: setup  ## every test: course_lib, notebooks, release, nbgrader end to end, mutants

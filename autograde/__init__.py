@@ -1,1 +1,1 @@
-"""Grading setup: the nbgrader config, the class pipeline around it, and the demo class."""
+"""Grading the course: nbgrader config, the batch grader and its sandbox, the release, handout, slides and demo."""

@@ -1,48 +1,68 @@
-"""`make demo`: the whole road on a sample class, offline.
+"""`make demo`: the course's whole road on a sample class, offline, with the grader instructors use.
 
-Executes every solution notebook (timed), releases every assignment, hands in a sample class
-(autograde/sample_class.py), autogrades it with nbgrader, writes feedback, exports grades.csv and
-prints the grade table (the class's slides are `make slides`). Everything it writes is under
-build/: it grades in its own workspace, build/demo/, and releases into build/demo/release/, so
-neither a real class under autograde/ nor notebooks/ (which may hold someone's edits) is touched.
+Releases every assignment, hands in a sample class of seven students per assignment
+(autograde/sample_class.py: `reference` is the solution notebook, filled into the release), grades
+all of them with the batch grader (autograde/batch.py: in parallel, each student's code sandboxed,
+on warm kernels) on one pool of workers, exports grades.csv and prints, per assignment, each
+student's score with every reason whole, and how long the solution notebook took to grade.
+Everything it writes is under build/demo/ (its release too): neither a real class under autograde/
+nor notebooks/ (which may hold someone's edits) is touched. The class's slides are `make slides`.
 
     python -m autograde.demo [ASSIGNMENT ...]      (default: every assignment)
 """
 import shutil
 import sys
+import time
+from pathlib import Path
 
-from autograde import pipeline, sample_class
+from autograde import batch, course, report, sample_class, sandbox
+from autograde.sandbox import Limits
 
-BUILD = pipeline.ROOT / "build"
+DEMO = course.ROOT / "build" / "demo"
+
+
+def hand_in(assignments, workspace, folder):
+    """Release each assignment into the workspace and hand in its sample class under folder/<assignment>/ (nbgrader's
+    submitted layout); returns {assignment: that folder}, what batch.grade takes."""
+    classes = {}
+    for assignment in assignments:
+        course.release(assignment, workspace)
+        notebook = f"{assignment}/{assignment}.ipynb"
+        classes[assignment] = Path(folder) / assignment
+        sample_class.write_class(assignment, course.SOLUTIONS / notebook, workspace.release / notebook,
+                                 classes[assignment])
+    return classes
 
 
 def main(assignments=None):
-    workspace = pipeline.Workspace(root=BUILD / "demo", release=BUILD / "demo" / "release")
+    started = time.monotonic()
+    workspace = course.Workspace(root=DEMO, release=DEMO / "release")
     shutil.rmtree(workspace.root, ignore_errors=True)
-    results, times = [], {}
-    for assignment in assignments or pipeline.assignments():
-        print(f"== {assignment}: executing the solutions", flush=True)
-        _, times[assignment] = pipeline.execute_solution(assignment)
-
-        print(f"== {assignment}: releasing to {workspace.release.relative_to(pipeline.ROOT)}/ and handing in the "
-              f"sample class", flush=True)
-        pipeline.release(assignment, workspace)
-        notebook = f"{assignment}/{assignment}.ipynb"
-        students = sample_class.write_class(assignment, pipeline.SOLUTIONS / notebook, workspace.release / notebook,
-                                            BUILD / "sample_class" / assignment)
-        for student, path in students.items():
-            pipeline.submit(student, assignment, path, workspace)
-            print(f"   autograding {student}", flush=True)
-            results.append(pipeline.autograde(student, assignment, workspace))
-
-    grades = pipeline.export_grades(workspace)
-    print("\nSolution notebooks, executed top to bottom:")
-    for assignment, seconds in times.items():
-        print(f"  {assignment:36s} {seconds:6.1f} s")
-    print(f"\nGrades (nbgrader export: {grades.relative_to(pipeline.ROOT)})\n")
-    print(pipeline.grade_table(results))
-    print(f"\nFeedback: {(workspace.root / 'feedback').relative_to(pipeline.ROOT)}/<student>/<assignment>/"
-          f"\nSlides:   make slides (build/slides/ for class, build/answers/ for after the deadline)")
+    assignments = assignments or course.assignments()
+    classes = hand_in(assignments, workspace, DEMO / "handed_in")
+    print(f"Released {len(assignments)} assignments to {workspace.release.relative_to(course.ROOT)}/ and handed in "
+          f"{len(sample_class.STUDENTS)} sample students for each; grading them all with autograde.batch", flush=True)
+    # the sample class is the course's own: where this machine cannot box students' code, it is graded unboxed
+    problem = sandbox.problem()
+    if problem:
+        print(f"note: no sandbox here ({problem}); the sample class is graded with limits only", flush=True)
+    graded = batch.grade(classes, workspace, limits=Limits(unsafe_no_sandbox=bool(problem)))
+    grades = course.export_grades(workspace)
+    for assignment, (results, problems) in graded.items():
+        print(f"\n== {assignment}\n{report.report(results, problems)}")
+    print("\nSolution notebooks (the `reference` student), graded top to bottom:")
+    for assignment, (results, _) in graded.items():
+        reference = results["reference"]
+        got, top = report.score(reference)
+        print(f"  {assignment:36s} {reference.get('seconds', 0.0):6.1f} s  {got:g} / {top:g}")
+    print(f"\nGrades (nbgrader export): {grades.relative_to(course.ROOT)}"
+          f"\nFeedback: {workspace.dir('feedback').relative_to(course.ROOT)}/<student>/<assignment>/"
+          f"\nSlides:   make slides (build/slides/ for class, build/answers/ for after the deadline)"
+          f"\nThe demo took {time.monotonic() - started:.0f} s.")
+    failed = [f"{a}/{student}" for a, (results, _) in graded.items() for student, summary in results.items()
+              if any(reason.startswith(batch.GRADER_FAILED) for reason in summary["reasons"])]
+    if failed:
+        sys.exit(f"the grader itself failed on {', '.join(failed)}: see their reasons above")
 
 
 if __name__ == "__main__":

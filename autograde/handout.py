@@ -19,10 +19,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from autograde import pipeline
+from autograde import course
 from course_lib import edition
 
-HANDOUT = pipeline.ROOT / "build" / "handout"
+HANDOUT = course.ROOT / "build" / "handout"
 MARK = ".course-handout"  # what a folder this builder made holds
 # What a student's JupyterLab needs: the notebooks' imports, and nbgrader for its Validate button.
 DEPENDENCIES = ("torch", "numpy", "matplotlib", "jupyterlab", "ipykernel", "nbgrader", "triton")
@@ -60,7 +60,7 @@ runs on a laptop CPU.
 
 def _dependencies():
     """pyproject.toml's requirement for each dependency a student needs, as this repository states it."""
-    text = (pipeline.ROOT / "pyproject.toml").read_text()
+    text = (course.ROOT / "pyproject.toml").read_text()
     found = {}
     for line in re.findall(r'^\s*"([^"]+)",', text, flags=re.MULTILINE):
         name = re.match(r"[A-Za-z0-9_.-]+", line).group(0)
@@ -91,7 +91,7 @@ def _environment():
 def _module_lines():
     lines = []
     for name in edition.STUDENT:
-        doc = (pipeline.ROOT / "course_lib" / f"{name}.py").read_text().split('"""')[1].strip().splitlines()[0]
+        doc = (course.ROOT / "course_lib" / f"{name}.py").read_text().split('"""')[1].strip().splitlines()[0]
         lines.append(f"- ``{name}``: {doc}")
     return "\n".join(lines)
 
@@ -106,15 +106,15 @@ def build(dest=HANDOUT):
     package = staging / "course_lib"
     package.mkdir()
     for name in edition.STUDENT:
-        shutil.copy2(pipeline.ROOT / "course_lib" / f"{name}.py", package / f"{name}.py")
+        shutil.copy2(course.ROOT / "course_lib" / f"{name}.py", package / f"{name}.py")
     (package / "__init__.py").write_text(INIT.format(modules=_module_lines()))
-    for assignment in pipeline.assignments():
-        shutil.copytree(pipeline.RELEASE / assignment, staging / "notebooks" / assignment,
+    for assignment in course.assignments():
+        shutil.copytree(course.RELEASE / assignment, staging / "notebooks" / assignment,
                         ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
     (staging / "benchmarks" / "results").mkdir(parents=True)
-    for table in sorted((pipeline.ROOT / "benchmarks" / "results").glob("cross_entropy_*")):
+    for table in sorted((course.ROOT / "benchmarks" / "results").glob("cross_entropy_*")):
         shutil.copy2(table, staging / "benchmarks" / "results" / table.name)
-    shutil.copy2(pipeline.ROOT / "requirements.lock", staging / "constraints.txt")
+    shutil.copy2(course.ROOT / "requirements.lock", staging / "constraints.txt")
     (staging / "pyproject.toml").write_text(_pyproject())
     (staging / "environment.yml").write_text(_environment())
     (staging / "README.md").write_text(README)

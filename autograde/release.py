@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from autograde import pipeline
+from autograde import course
 
 
 class UnsavedChanges(RuntimeError):
@@ -35,7 +35,7 @@ def local_changes(folder):
     return [line[3:] for line in status.stdout.splitlines()]
 
 
-def publish(assignment, release=pipeline.RELEASE, force=False):
+def publish(assignment, release=course.RELEASE, force=False):
     """Release `assignment` into `release`/<assignment>, refusing to replace changes git does not have there."""
     target = Path(release) / assignment
     changes = local_changes(target) if target.exists() else []
@@ -47,8 +47,8 @@ def publish(assignment, release=pipeline.RELEASE, force=False):
         raise UnsavedChanges(f"{target} has changes that are not committed; releasing would overwrite them:\n"
                              f"  {listed}\ncommit or move them, or run `make release FORCE=1` to overwrite")
     with tempfile.TemporaryDirectory(prefix="release-") as scratch:
-        workspace = pipeline.Workspace(root=Path(scratch), release=Path(scratch) / "release")
-        pipeline.release(assignment, workspace)
+        workspace = course.Workspace(root=Path(scratch), release=Path(scratch) / "release")
+        course.release(assignment, workspace)
         if target.exists():
             shutil.rmtree(target)
         shutil.copytree(workspace.release / assignment, target)
@@ -59,11 +59,11 @@ def main(argv=None):
     parser.add_argument("assignments", nargs="*", help="default: every assignment")
     parser.add_argument("--force", action="store_true", help="overwrite changes in notebooks/")
     args = parser.parse_args(argv)
-    names = args.assignments or pipeline.assignments()
+    names = args.assignments or course.assignments()
     try:
         for assignment in names:
             publish(assignment, force=args.force)
-            print(f"released {assignment} -> {(pipeline.RELEASE / assignment).relative_to(pipeline.ROOT)}/")
+            print(f"released {assignment} -> {(course.RELEASE / assignment).relative_to(course.ROOT)}/")
     except UnsavedChanges as error:
         sys.exit(f"make release: {error}")
 

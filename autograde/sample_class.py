@@ -73,12 +73,13 @@ def kills_kernel(release_notebook, source_notebook):
 
 
 def write_class(assignment, source_notebook, release_notebook, folder):
-    """Write each sample student's notebook to folder/<student>.ipynb; returns {student: path}."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    """Hand in each sample student's notebook in nbgrader's submitted layout, folder/<student>/<assignment>/;
+    returns {student: the notebook's path}."""
     builders = {"reference": filled_in, "partly_wrong": partly_wrong,
                 "deleted_cells": deleted_cells, "raises": raises, "kills_kernel": kills_kernel}
-    paths = {student: folder / f"{student}.ipynb" for student in STUDENTS}
+    paths = {student: Path(folder) / student / assignment / f"{assignment}.ipynb" for student in STUDENTS}
+    for path in paths.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
     for student, build in builders.items():
         nbformat.write(build(release_notebook, source_notebook), paths[student])
     paths["untouched"].write_bytes(Path(release_notebook).read_bytes())

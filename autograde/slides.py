@@ -27,10 +27,10 @@ from jinja2 import pass_context
 from latex2mathml.converter import convert as latex_to_mathml
 from nbconvert import HTMLExporter, SlidesExporter
 
-from autograde import pipeline
+from autograde import course
 
-TEMPLATES = pipeline.HERE / "templates"
-CLASS, ANSWERS = pipeline.ROOT / "build" / "slides", pipeline.ROOT / "build" / "answers"
+TEMPLATES = course.HERE / "templates"
+CLASS, ANSWERS = course.ROOT / "build" / "slides", course.ROOT / "build" / "answers"
 REVEAL = "reveal.js"  # the folder beside the decks
 # reveal.js 4.0.2 as the pyRevealjs wheel carries it: the script, its styles, the white theme and its font
 REVEAL_FILES = ["dist/reveal.js", "dist/reveal.css", "dist/theme/white.css", "dist/theme/fonts/source-sans-pro"]
@@ -161,19 +161,19 @@ def write(assignment, executed, release, class_folder=CLASS, answers_folder=ANSW
 
 
 def main(names=None):
-    names = names or pipeline.assignments()
+    names = names or course.assignments()
     for folder in (CLASS, ANSWERS):
         shutil.rmtree(folder, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="slides-") as scratch:
-        workspace = pipeline.Workspace(root=Path(scratch), release=Path(scratch) / "release")
+        workspace = course.Workspace(root=Path(scratch), release=Path(scratch) / "release")
         for assignment in names:
             print(f"== {assignment}: executing the solutions, releasing, rendering", flush=True)
-            executed, _ = pipeline.execute_solution(assignment)
-            pipeline.release(assignment, workspace)
+            executed, _ = course.execute_solution(assignment)
+            course.release(assignment, workspace)
             release = nbformat.read(workspace.release / assignment / f"{assignment}.ipynb", as_version=4)
             write(assignment, executed, release)
-    print(f"Class:   {CLASS.relative_to(pipeline.ROOT)}/<assignment>.slides.html and <assignment>.html"
-          f"\nAnswers: {ANSWERS.relative_to(pipeline.ROOT)}/ (the same, with the solutions)")
+    print(f"Class:   {CLASS.relative_to(course.ROOT)}/<assignment>.slides.html and <assignment>.html"
+          f"\nAnswers: {ANSWERS.relative_to(course.ROOT)}/ (the same, with the solutions)")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autograde import pipeline, sample_class  # noqa: E402
+from autograde import course, sample_class  # noqa: E402
 
 A = "01_mle_and_nll"
 MIX = (("reference", 0.25), ("partly_wrong", 0.25), ("untouched", 0.25), ("broken_json", 0.125), ("raises", 0.125))
@@ -35,7 +35,7 @@ MIX = (("reference", 0.25), ("partly_wrong", 0.25), ("untouched", 0.25), ("broke
 
 def build_class(folder, students):
     notebook = f"{A}/{A}.ipynb"
-    kinds = sample_class.write_class(A, pipeline.SOLUTIONS / notebook, pipeline.RELEASE / notebook, folder / "kinds")
+    kinds = sample_class.write_class(A, course.SOLUTIONS / notebook, course.RELEASE / notebook, folder / "kinds")
     roster, counts = {}, [(kind, round(share * students)) for kind, share in MIX]
     for kind, count in counts:
         for i in range(count):
@@ -56,9 +56,9 @@ def scores(db_path, students):
 
 
 def plain(folder):
-    workspace = pipeline.Workspace(root=folder / "plain")
+    workspace = course.Workspace(root=folder / "plain")
     shutil.copytree(folder / "submitted", workspace.dir("submitted"))
-    pipeline.release(A, workspace)
+    course.release(A, workspace)
     start = time.perf_counter()
     workspace.nbgrader("autograde", A)          # fails for the cut-off notebooks, grades the rest
     workspace.nbgrader("generate_feedback", A)
@@ -66,16 +66,16 @@ def plain(folder):
 
 
 def batch(folder, workers):
-    course = folder / "batch"
-    pipeline.release(A, pipeline.Workspace(root=course))
-    command = [sys.executable, "-m", "autograde.batch", A, str(folder / "submitted"), f"--workspace={course}",
+    root = folder / "batch"
+    course.release(A, course.Workspace(root=root))
+    command = [sys.executable, "-m", "autograde.batch", A, str(folder / "submitted"), f"--workspace={root}",
                "--quiet"] + ([f"--workers={workers}"] if workers else [])
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode:
         raise RuntimeError(done.stderr[-3000:])
-    return seconds, course / "gradebook.db"
+    return seconds, root / "gradebook.db"
 
 
 def main():

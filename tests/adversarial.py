@@ -354,6 +354,17 @@ PICKLE_BOMB = """class _Evil:
 """
 
 
+# the class build() makes, by name, in its order (tests are parametrized by it before anything is built)
+STUDENTS = ('honest', 'smith[2]', "o'brien mary", 'zoë', 'honest_noisy', 'patches_grading', 'patches_torch',
+            'patches_builtins', 'tampers_runtime', 'prints_score', 'escapes', 'calls_reference',
+            'calls_reference_unchecked', 'pickle_bomb', 'asks_for_grader', 'plants_symlinks',
+            'returns_a_broadcast_view', 'reaches_shortcuts_by_other_names', 'hides_shortcuts',
+            'shares_memory_with_its_kernel', 'leaves_processes', 'fills_the_disk', 'hides_memory', 'edits_tests',
+            'deletes_tests', 'retypes_tests', 'relabels_cells', 'renames_tests', 'endless_loop', 'os_exit',
+            'segfault', 'memory_bomb', 'huge_output', 'floods_displays', 'slows_the_feedback', 'loops_when_tested',
+            'exits_when_tested', 'empty_notebook', 'broken_json', 'not_a_notebook', 'binary_junk')
+
+
 def build(release, source, repo):
     """{student: (submitted bytes, Expect)} — the adversarial class."""
     full = 12.0

@@ -4,9 +4,10 @@ The mutant tests use this to prove each exercise's own test cell (visible and hi
 together, exactly as nbgrader runs them) rejects wrong implementations and accepts right ones.
 """
 import contextlib
-import functools
 import linecache
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -34,6 +35,17 @@ def require_box():
         pytest.skip(f"no sandbox on this machine: {problem}")
 
 
+def only_in_blocks(assignment, block, shortest=0):
+    """Lines (stripped) that a solution notebook has only inside its `### BEGIN <block>` ... `### END <block>`
+    regions (block: SOLUTION or HIDDEN TESTS), longer than `shortest` characters."""
+    source = nbformat.read(ROOT / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
+    secret = rf"### BEGIN {block}\n(.*?)### END {block}"
+    public = {line.strip() for c in source.cells for line in re.sub(secret, "", c.source, flags=re.S).splitlines()}
+    inside = {line.strip() for c in source.cells for body in re.findall(secret, c.source, re.S)
+              for line in body.splitlines()}
+    return {line for line in inside - public if len(line) > shortest}
+
+
 def nbgrader_meta(cell):
     return cell.get("metadata", {}).get("nbgrader", {})
 
@@ -47,14 +59,14 @@ class NotebookExercises:
         code = [c for c in self.notebook.cells if c.cell_type == "code"]
         self.tests = {nbgrader_meta(c)["grade_id"]: c.source for c in code if nbgrader_meta(c).get("grade")}
         self.namespace = {"__name__": "__main__"}
-        with _cwd(path.parent):
+        with _cwd(path.parent), _isolated(NBGRADER_EXECUTION="autograde"):  # the demo cells see what nbgrader's show
             for index, cell in enumerate(code):
                 if not nbgrader_meta(cell).get("grade"):
                     exec(_compiled(cell.source, f"{path.name}[cell {index}]"), self.namespace)
 
     def run_test(self, test_id, **replacements):
         namespace = dict(self.namespace, **replacements)
-        with _cwd(self.path.parent):
+        with _cwd(self.path.parent), _isolated():
             exec(_compiled(self.tests[test_id], f"{self.path.name}[{test_id}]"), namespace)
 
 
@@ -75,6 +87,21 @@ def _cwd(path):
         os.chdir(before)
 
 
+@contextlib.contextmanager
+def _isolated(**environment):
+    """What a notebook may change in the process it runs in (torch's threads and random state, the environment)
+    is put back afterwards: nothing a notebook does reaches the tests that run after it."""
+    threads, rng, saved = torch.get_num_threads(), torch.random.get_rng_state(), dict(os.environ)
+    os.environ.update(environment)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.random.set_rng_state(rng)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 _loaded = {}
 
 
@@ -85,12 +112,40 @@ def load_exercises(assignment: str) -> NotebookExercises:
     return _loaded[assignment]
 
 
+@dataclass
+class GradedClass:
+    """The sample class of every assignment, graded: what `make demo` does, once per test session."""
+    workspace: object   # autograde.course.Workspace: its release, gradebook, autograded/ and feedback/
+    results: dict       # assignment -> {student: outcome summary}
+    problems: dict      # assignment -> the intake's problems
+
+    def autograded(self, student, assignment):
+        """The student's notebook as the grader ran it, outputs and all."""
+        return nbformat.read(self.workspace.dir("autograded") / student / assignment / f"{assignment}.ipynb",
+                             as_version=4)
+
+    def feedback(self, student, assignment, page=None):
+        return (self.workspace.dir("feedback") / student / assignment / (page or f"{assignment}.html")).read_text()
+
+
 @pytest.fixture(scope="session")
-def executed_solution():
-    """assignment -> (its solution notebook executed top to bottom in a kernel, seconds): once per session,
-    on first use, shared by every test that needs it (callers copy before they change it)."""
-    from autograde.pipeline import execute_solution
-    return functools.cache(execute_solution)
+def graded_class(tmp_path_factory):
+    """Every assignment's sample class (autograde/sample_class.py; its `reference` student is the solution notebook)
+    and notebook 09's student who calls the course's reference, graded by the batch grader on one pool of workers
+    with the demo's limits, once per session: each notebook executes here once, and every end-to-end check of the
+    release, the grades, the feedback and the notebooks reads this."""
+    require_box()
+    import adversarial
+    from autograde import batch, course, demo
+    root = tmp_path_factory.mktemp("class")
+    workspace = course.Workspace(root=root / "course", release=root / "release")
+    classes = demo.hand_in(course.assignments(), workspace, root / "handed_in")
+    lab = f"{adversarial.GPU_LAB}/{adversarial.GPU_LAB}.ipynb"
+    extra = classes[adversarial.GPU_LAB] / "calls_chunk_reference" / lab
+    extra.parent.mkdir(parents=True)
+    nbformat.write(adversarial.calls_chunk_reference(workspace.release / lab, course.SOLUTIONS / lab), extra)
+    graded = batch.grade(classes, workspace, workers=2, progress=False)
+    return GradedClass(workspace, {a: r for a, (r, _) in graded.items()}, {a: p for a, (_, p) in graded.items()})
 
 
 @pytest.fixture(autouse=True)

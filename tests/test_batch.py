@@ -3,10 +3,11 @@
 One run grades the whole class (tests/adversarial.py) in parallel; each test then checks one
 promise: the honest score and a reason for every attack or fault, the gradebook and export in
 step, feedback without hidden tests, nothing escaping the sandbox, resumption after SIGKILL, and
-the same grades from a Dask cluster. Then every other notebook's solution, graded the same way,
-must get full marks: its functions, Triton kernels included, work where graded calls run.
+the same grades from a Dask cluster. (That every notebook's solution gets full marks from it, Triton
+kernels included, is tests/test_course.py's, from the session's grading of the sample class.)
 """
 import csv
+import functools
 import html
 import os
 import re
@@ -15,7 +16,6 @@ import subprocess
 import sys
 import time
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -23,22 +23,30 @@ import pytest
 
 import adversarial
 from conftest import require_box
-from autograde import batch, pipeline, sample_class
+from autograde import batch, course, gradebook, job, report
 from autograde.sandbox import Limits
 
 pytestmark = pytest.mark.slow
 A = adversarial.ASSIGNMENT
 LIMITS = Limits(cell_seconds=10, notebook_seconds=120, feedback_seconds=15)
-CLASS = adversarial.build(pipeline.RELEASE / A / f"{A}.ipynb", pipeline.SOLUTIONS / A / f"{A}.ipynb", pipeline.ROOT)
+STUDENTS = adversarial.STUDENTS
 ESCAPED = [Path(f"/tmp/escaped-{student}.txt") for student in ("asks_for_grader", "plants_symlinks")] + [
-    pipeline.ROOT / "escaped-escapes.txt"]
+    course.ROOT / "escaped-escapes.txt"]
+
+
+@functools.cache
+def adversarial_class():
+    """{student: (submitted bytes, what the grader must make of it)}: built on first use, not at collection."""
+    built = adversarial.build(course.RELEASE / A / f"{A}.ipynb", course.SOLUTIONS / A / f"{A}.ipynb", course.ROOT)
+    assert tuple(built) == STUDENTS, "adversarial.STUDENTS must name the class build() makes, in its order"
+    return built
 
 
 def write_submissions(folder, students):
     for student in students:
         target = folder / student / A
         target.mkdir(parents=True)
-        (target / f"{A}.ipynb").write_bytes(CLASS[student][0])
+        (target / f"{A}.ipynb").write_bytes(adversarial_class()[student][0])
     return folder
 
 
@@ -50,7 +58,7 @@ def _cmdline(pid):
 
 
 def scores(results):
-    return {s: sum(g["auto_score"] or 0 for g in r["grades"]) for s, r in results.items()}
+    return {student: report.score(summary)[0] for student, summary in results.items()}
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +67,16 @@ def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp("adversarial")
     for path in ESCAPED:
         path.unlink(missing_ok=True)
-    submissions = write_submissions(root / "submitted_in", CLASS)
-    workspace = pipeline.Workspace(root=root / "course")
+    submissions = write_submissions(root / "submitted_in", STUDENTS)
+    workspace = course.Workspace(root=root / "course")
     results, problems = batch.grade_class(A, submissions, workspace, workers=2, limits=LIMITS, progress=False)
     return results, problems, workspace
 
 
-@pytest.mark.parametrize("student", list(CLASS))
+@pytest.mark.parametrize("student", STUDENTS)
 def test_each_submission_gets_its_honest_score_and_a_reason(graded, student):
     results, _, workspace = graded
-    expect, got = CLASS[student][1], results[student]
+    expect, got = adversarial_class()[student][1], results[student]
     reasons = "\n".join(got["reasons"])
     assert scores(results)[student] == expect.score, f"{student}: {reasons}"
     for words in expect.reasons:
@@ -105,16 +113,16 @@ def test_gradebook_and_nbgrader_export_hold_exactly_the_merged_grades(graded):
         stored = {s.student.id: s.score for s in gb.find_assignment(A).submissions}
         flagged = {s.student.id for s in gb.find_assignment(A).submissions if any(n.flagged for n in s.notebooks)}
     assert stored == scores(results)
-    assert flagged == {s for s, (_, e) in CLASS.items() if e.flagged}
+    assert flagged == {s for s, (_, e) in adversarial_class().items() if e.flagged}
     exported = {row["student_id"]: float(row["score"]) for row in
-                csv.DictReader(open(pipeline.export_grades(workspace))) if row["assignment"] == A}
+                csv.DictReader(open(course.export_grades(workspace))) if row["assignment"] == A}
     assert exported == scores(results)
 
 
 def test_feedback_shows_each_test_and_its_message_but_no_hidden_test_source(graded):
     workspace = graded[2]
-    source = nbformat.read(pipeline.SOLUTIONS / A / f"{A}.ipynb", as_version=4)
-    released = "\n".join(c.source for c in nbformat.read(pipeline.RELEASE / A / f"{A}.ipynb", as_version=4).cells)
+    source = nbformat.read(course.SOLUTIONS / A / f"{A}.ipynb", as_version=4)
+    released = "\n".join(c.source for c in nbformat.read(course.RELEASE / A / f"{A}.ipynb", as_version=4).cells)
     hidden = [line.strip() for cell in source.cells if "BEGIN HIDDEN TESTS" in cell.source
               for line in cell.source.split("BEGIN HIDDEN TESTS")[1].split("END HIDDEN TESTS")[0].splitlines()
               if len(line.strip()) > 25 and line.strip() not in released]
@@ -143,24 +151,25 @@ def _text(html_file):
 
 def test_failures_by_exercise_counts_every_student(graded):
     results = graded[0]
-    rows = batch.failures_by_exercise(results)
+    rows = report.failures_by_exercise(results)
     assert {r["exercise"] for r in rows} == {g["cell"] for g in results["honest"]["grades"]}
-    assert all(r["full"] + r["partial"] + r["zero"] == len(CLASS) for r in rows)
+    assert all(r["full"] + r["partial"] + r["zero"] == len(STUDENTS) for r in rows)
     gaussian = next(r for r in rows if r["exercise"] == "test_gaussian_nll")
     keeps_the_last = {"exits_when_tested", "returns_a_broadcast_view",  # they lose points elsewhere, not here
                       "reaches_shortcuts_by_other_names"}
-    assert gaussian["full"] == sum(1 for s, (_, e) in CLASS.items() if e.score == 12 or s in keeps_the_last)
+    assert gaussian["full"] == sum(1 for s, (_, e) in adversarial_class().items()
+                                   if e.score == 12 or s in keeps_the_last)
 
 
 def test_killed_batch_resumes_with_the_grades_of_an_uninterrupted_run(graded, tmp_path):
     students = ["honest", "patches_torch", "endless_loop", "deletes_tests", "broken_json", "os_exit"]
     submissions = write_submissions(tmp_path / "in", students)
-    course = tmp_path / "course"
-    command = [sys.executable, "-m", "autograde.batch", A, str(submissions), f"--workspace={course}",
+    root = tmp_path / "course"
+    command = [sys.executable, "-m", "autograde.batch", A, str(submissions), f"--workspace={root}",
                "--workers=2", "--quiet", "--cell-seconds=10", "--notebook-seconds=120"]
-    first = subprocess.Popen(command, cwd=pipeline.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    first = subprocess.Popen(command, cwd=course.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
-    markers = course / "done" / A
+    markers = root / "done" / A
     deadline = time.monotonic() + 300
     while len(list(markers.glob("*.json"))) < 2 and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.2)
@@ -169,16 +178,16 @@ def test_killed_batch_resumes_with_the_grades_of_an_uninterrupted_run(graded, tm
     before = {p.name: p.stat().st_mtime_ns for p in markers.glob("*.json")}
     assert 2 <= len(before) < len(students), "the kill should land mid-batch"
 
-    again = subprocess.run(command, cwd=pipeline.ROOT, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(command, cwd=course.ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     after = {p.name: p.stat().st_mtime_ns for p in markers.glob("*.json")}
     assert {k: after[k] for k in before} == before, "students already marked were graded again"
-    resumed = {s: batch._finished(pipeline.Workspace(root=course), batch.Job(s, A, {f"{A}.ipynb": CLASS[s][0]},
-                                                                            b"", {}))
+    resumed = {s: gradebook.finished(course.Workspace(root=root),
+                                     job.Job(s, A, {f"{A}.ipynb": adversarial_class()[s][0]}, b"", {}))
                for s in students}
     assert scores(resumed) == {s: scores(graded[0])[s] for s in students}
     from nbgrader.api import Gradebook
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
         assert {s.student.id: s.score for s in gb.find_assignment(A).submissions} == scores(resumed)
 
 
@@ -187,86 +196,21 @@ def test_dask_cluster_and_an_lms_zip_give_the_same_grades(graded, tmp_path):
     students = ["honest", "escapes", "segfault"]  # LMS ids: no underscores, which the name pattern splits on
     export = tmp_path / "lms.zip"
     with zipfile.ZipFile(export, "w") as archive:
+        submitted = adversarial_class()
         for student in students:
-            archive.writestr(f"Week 1_{student}_attempt_2026-11-20-10-00-00_{A}.ipynb", CLASS[student][0])
-        archive.writestr(f"Week 1_honest_attempt_2026-11-19-09-00-00_{A}.ipynb", CLASS["patches_torch"][0])
+            archive.writestr(f"Week 1_{student}_attempt_2026-11-20-10-00-00_{A}.ipynb", submitted[student][0])
+        archive.writestr(f"Week 1_honest_attempt_2026-11-19-09-00-00_{A}.ipynb", submitted["patches_torch"][0])
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        results, problems = batch.grade_class(A, export, pipeline.Workspace(root=tmp_path / "course"),
+        results, problems = batch.grade_class(A, export, course.Workspace(root=tmp_path / "course"),
                                               scheduler=cluster.scheduler_address, limits=LIMITS, progress=False)
     assert scores(results) == {s: scores(graded[0])[s] for s in students}
     assert any("honest" == p.student and "2026-11-19" in p.message + p.origin for p in problems), \
         "the older duplicate of honest's notebook must be reported as set aside"
 
 
-OTHER_ASSIGNMENTS = [a for a in pipeline.assignments() if a != A]
-# two notebooks graded at once share the two cores: notebook 09's training cell then needs more than the default
-# 120 s a cell may take alone; the limits are not what these tests check
-SHARED_CORES = Limits(cell_seconds=300, notebook_seconds=1200)
-
-
-@pytest.fixture(scope="module")
-def solutions_graded(tmp_path_factory):
-    """Every other notebook's solution, handed in by one student and graded by the batch grader, two at a time;
-    notebook 09 also by a student who answers its budget exercise with the course's reference."""
-    require_box()
-    root = tmp_path_factory.mktemp("solutions")
-
-    def grade(assignment):
-        notebook = f"{assignment}/{assignment}.ipynb"
-        release, source = pipeline.RELEASE / notebook, pipeline.SOLUTIONS / notebook
-        students = {"solver": sample_class.filled_in(release, source)}
-        if assignment == adversarial.GPU_LAB:
-            students["calls_chunk_reference"] = adversarial.calls_chunk_reference(release, source)
-        for student, nb in students.items():
-            target = root / assignment / "submitted" / student / assignment
-            target.mkdir(parents=True)
-            nbformat.write(nb, target / f"{assignment}.ipynb")
-        results, _ = batch.grade_class(assignment, root / assignment / "submitted",
-                                       pipeline.Workspace(root=root / assignment / "course"), workers=1,
-                                       limits=SHARED_CORES, progress=False)
-        return results
-
-    with ThreadPoolExecutor(2) as pool:
-        return dict(zip(OTHER_ASSIGNMENTS, pool.map(grade, OTHER_ASSIGNMENTS)))
-
-
-@pytest.mark.parametrize("assignment", OTHER_ASSIGNMENTS)
-def test_every_notebooks_solution_gets_full_marks_from_the_batch_grader(solutions_graded, assignment):
-    got = solutions_graded[assignment]["solver"]
-    lost = [(g["cell"], g["auto_score"], g["max_score"]) for g in got["grades"] if g["auto_score"] != g["max_score"]]
-    assert got["grades"] and not lost and not got["reasons"], (lost, got["reasons"])
-
-
-def test_the_reference_of_the_gpu_labs_budget_exercise_is_out_of_reach(solutions_graded):
-    got = solutions_graded[adversarial.GPU_LAB]["calls_chunk_reference"]
+def test_the_reference_of_the_gpu_labs_budget_exercise_is_out_of_reach(graded_class):
+    got = graded_class.results[adversarial.GPU_LAB]["calls_chunk_reference"]
     scored = {g["cell"]: g["auto_score"] for g in got["grades"]}
     assert scored.pop(f"test_{adversarial.CHUNK_EXERCISE}") == 0, got
     full = {g["cell"]: g["max_score"] for g in got["grades"]}
     assert scored == {cell: full[cell] for cell in scored}, got  # every other exercise: its honest full marks
-
-
-def test_a_stage_past_its_limit_is_stopped_and_the_stop_never_reaches_its_caller():
-    def endless():
-        while True:
-            pass
-
-    started = time.monotonic()
-    assert batch.time_limited(0.3, endless) == (True, None)
-    assert time.monotonic() - started < 5
-    with ThreadPoolExecutor(1) as pool:  # as Dask runs a job: not in the main thread
-        assert pool.submit(batch.time_limited, 0.3, endless).result() == (True, None)
-    def swallows(error=None):  # as nbgrader does: everything is caught, and the stage returns
-        try:
-            endless()
-        except BaseException as caught:
-            error = caught
-        return type(error).__name__
-
-    assert batch.time_limited(0.3, swallows) == (True, "StageTimeout")
-    for _ in range(300):  # limits that expire as their stage ends: the caller goes on untouched
-        stopped, value = batch.time_limited(0.0005, sum, range(300))
-        assert value in (None, sum(range(300))) and (stopped or value is not None)
-        sum(range(2000))
-    assert batch.time_limited(5, sum, [1, 2]) == (False, 3)
-    with pytest.raises(ZeroDivisionError):  # the stage's own error is the caller's, as in a plain call
-        batch.time_limited(5, lambda: 1 / 0)

@@ -12,7 +12,7 @@ import sys
 import pytest
 from jupyter_client import KernelManager
 
-from autograde import batch
+from autograde import job
 from autograde.grader_kernel import digest
 
 pytestmark = pytest.mark.slow
@@ -140,10 +140,10 @@ def kernel(tmp_path_factory):
     root = tmp_path_factory.mktemp("kernel")
     trusted = root / "trusted.json"
     trusted.write_text(json.dumps([digest(code) for code in TEST_CELLS.values()]))
-    batch.write_kernel_spec(root, {"GRADER_TRUSTED_CELLS": str(trusted), "GRADER_LIMITS": json.dumps(
+    job.write_kernel_spec(root, {"GRADER_TRUSTED_CELLS": str(trusted), "GRADER_LIMITS": json.dumps(
         {"cell_seconds": 30}), "GRADER_EVENTS": str(root / "events.jsonl")}, warm=False)  # every process cold
     os.environ["JUPYTER_PATH"] = str(root)
-    manager = KernelManager(kernel_name=batch.KERNEL_NAME)
+    manager = KernelManager(kernel_name=job.KERNEL_NAME)
     manager.start_kernel(cwd=str(root))
     client = manager.client()
     client.start_channels()
@@ -266,8 +266,8 @@ else:
 @pytest.mark.parametrize("interpret", ["0", "1"], ids=["compiled", "interpreted"])
 def test_a_triton_kernel_and_its_helper_reach_the_call_server_with_their_source(tmp_path, interpret):
     env = {**os.environ, "TRITON_INTERPRET": interpret}
-    side = str(batch.HERE / "student_side.py")
-    for script, args in ((EXPORT_FROM_A_KERNEL, [side, TRITON_CELL, str(batch.HERE.parent)]),
+    side = str(job.HERE / "student_side.py")
+    for script, args in ((EXPORT_FROM_A_KERNEL, [side, TRITON_CELL, str(job.HERE.parent)]),
                          (LOAD_AS_THE_CALL_SERVER, [])):
         done = subprocess.run([sys.executable, "-c", script, *args], cwd=tmp_path, env=env, capture_output=True,
                               text=True, timeout=120)

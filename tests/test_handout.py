@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograde import handout, pipeline, sample_class
+from autograde import handout, course, sample_class
 from course_lib import edition
 
 pytestmark = pytest.mark.slow
@@ -90,7 +90,7 @@ def test_the_handout_holds_the_students_modules_and_no_reference(student_env):
     assert installed.is_relative_to(python.parent.parent), f"course_lib came from {installed}, not the handout"
     assert {n for n, f in seen["modules"].items() if f} == set(edition.STUDENT)
     assert REFERENCES and all(seen["modules"][name] is None for name in REFERENCES)
-    solutions = [nbformat.read(pipeline.SOLUTIONS / a / f"{a}.ipynb", as_version=4) for a in pipeline.assignments()]
+    solutions = [nbformat.read(course.SOLUTIONS / a / f"{a}.ipynb", as_version=4) for a in course.assignments()]
     graded = {sample_class._nbgrader(c)["grade_id"] for nb in solutions for c in sample_class._solution_cells(nb)}
     for folder in (installed, built / "course_lib"):
         text = "\n".join(p.read_text() for p in sorted(folder.glob("*.py")))
@@ -111,10 +111,10 @@ def executed(student_env, tmp_path_factory):
     python, built = student_env
     work = tmp_path_factory.mktemp("runs")
     jobs = []
-    for assignment in pipeline.assignments():
+    for assignment in course.assignments():
         release = built / "notebooks" / assignment / f"{assignment}.ipynb"
         for kind, nb in (("untouched", nbformat.read(release, as_version=4)),
-                         ("filled", sample_class.filled_in(release, pipeline.SOLUTIONS / assignment /
+                         ("filled", sample_class.filled_in(release, course.SOLUTIONS / assignment /
                                                            f"{assignment}.ipynb"))):
             path = work / f"{assignment}-{kind}.ipynb"
             nbformat.write(nb, path)
@@ -130,13 +130,13 @@ def executed(student_env, tmp_path_factory):
     return {(a, k): reports[p] for a, k, p, _ in jobs}
 
 
-@pytest.mark.parametrize("assignment", pipeline.assignments())
+@pytest.mark.parametrize("assignment", course.assignments())
 def test_solved_release_passes_its_visible_tests_in_the_students_environment(executed, assignment):
     failed = [(c["id"] or c["source"][:60], c["error"][-1][:300]) for c in executed[assignment, "filled"] if c["error"]]
     assert not failed, failed
 
 
-@pytest.mark.parametrize("assignment", pipeline.assignments())
+@pytest.mark.parametrize("assignment", course.assignments())
 def test_untouched_release_runs_every_cell_but_the_tests_which_each_say_what_to_write(executed, assignment):
     cells = executed[assignment, "untouched"]
     broken = [(c["source"][:60], c["error"][-1][:300]) for c in cells if c["error"] and not c["test"]]

@@ -9,7 +9,8 @@ import nbformat
 import pytest
 
 from autograde import slides
-from autograde.pipeline import RELEASE, SOLUTIONS, assignments
+from autograde.course import RELEASE, assignments
+from conftest import only_in_blocks
 
 
 # --- formulas: MathML at build time ---------------------------------------------------------------------------------
@@ -104,34 +105,16 @@ def _not_beside(folder, addresses):
     return missing
 
 
-def _between(source, marker):
-    """The stripped lines of `source` between `### BEGIN <marker>` and `### END <marker>`."""
-    lines, inside = [], False
-    for line in source.splitlines():
-        if line.strip() in (f"### BEGIN {marker}", f"### END {marker}"):
-            inside = line.strip().startswith("### BEGIN")
-        elif inside and line.strip():
-            lines.append(line.strip())
-    return lines
-
-
-def _only_in_solutions(assignment, marker):
-    """Lines of the solutions' `marker` blocks that the release has nowhere: what must not reach the class."""
-    solution = nbformat.read(SOLUTIONS / assignment / f"{assignment}.ipynb", as_version=4)
-    release = nbformat.read(RELEASE / assignment / f"{assignment}.ipynb", as_version=4)
-    released = {line.strip() for cell in release.cells for line in cell.source.splitlines()}
-    return {line for cell in solution.cells for line in _between(cell.source, marker)} - released
-
-
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory, executed_solution):
-    """assignment -> {(edition, kind): _Document and its page}, rendered once per assignment."""
+def rendered(tmp_path_factory, graded_class):
+    """assignment -> {(edition, kind): _Document and its page}, rendered once per assignment from the solution
+    notebook as the session's grading executed it (the `reference` student)."""
     out = tmp_path_factory.mktemp("slides")
 
     @functools.cache
     def render(assignment):
         release = nbformat.read(RELEASE / assignment / f"{assignment}.ipynb", as_version=4)
-        paths = slides.write(assignment, executed_solution(assignment)[0], release, out / "class", out / "answers")
+        paths = slides.write(assignment, graded_class.autograded("reference", assignment), release, out / "class", out / "answers")
         return {(path.parent.name, "deck" if path.name.endswith(".slides.html") else "page"): path for path in paths}
     return render
 
@@ -139,8 +122,8 @@ def rendered(tmp_path_factory, executed_solution):
 @pytest.mark.slow
 @pytest.mark.parametrize("assignment", assignments())
 def test_the_class_sees_no_solution_code_and_no_hidden_test(assignment, rendered):
-    solution_lines = _only_in_solutions(assignment, "SOLUTION")
-    hidden_lines = _only_in_solutions(assignment, "HIDDEN TESTS")
+    solution_lines = only_in_blocks(assignment, "SOLUTION")
+    hidden_lines = only_in_blocks(assignment, "HIDDEN TESTS")
     assert solution_lines and hidden_lines, "the leak check needs lines that only the solutions have"
     for (edition, kind), path in rendered(assignment).items():
         seen = _Document(path.read_text(encoding="utf-8")).lines
@@ -157,8 +140,8 @@ def test_the_class_sees_no_solution_code_and_no_hidden_test(assignment, rendered
 
 @pytest.mark.slow
 @pytest.mark.parametrize("assignment", assignments())
-def test_the_class_sees_what_the_solutions_produce_outside_the_exercises(assignment, rendered, executed_solution):
-    executed = executed_solution(assignment)[0]
+def test_the_class_sees_what_the_solutions_produce_outside_the_exercises(assignment, rendered, graded_class):
+    executed = graded_class.autograded("reference", assignment)
     demo_outputs = [line.strip() for cell in executed.cells if cell.cell_type == "code"
                     and not cell.metadata.get("nbgrader") for out in cell.outputs if out.get("name") == "stdout"
                     for line in out.text.splitlines() if line.strip()]

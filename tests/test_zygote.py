@@ -12,7 +12,7 @@ import time
 import pytest
 from jupyter_client import KernelManager
 
-from autograde import batch, launch, provisioner, zygote
+from autograde import job, launch, provisioner, zygote
 
 pytestmark = pytest.mark.slow
 
@@ -41,10 +41,10 @@ print("processes in sight:", sorted(set(seen)))
 
 @pytest.fixture
 def grader(tmp_path):
-    batch.write_kernel_spec(tmp_path, {"GRADER_LIMITS": json.dumps({"cell_seconds": 30}),
+    job.write_kernel_spec(tmp_path, {"GRADER_LIMITS": json.dumps({"cell_seconds": 30}),
                                        "GRADER_EVENTS": str(tmp_path / "events.jsonl")})
     os.environ["JUPYTER_PATH"] = str(tmp_path)
-    manager = KernelManager(kernel_name=batch.KERNEL_NAME)
+    manager = KernelManager(kernel_name=job.KERNEL_NAME)
     manager.start_kernel(cwd=str(tmp_path))
     client = manager.client()
     client.start_channels()

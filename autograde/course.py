@@ -1,21 +1,18 @@
-"""The road a class travels, on top of plain nbgrader commands:
-release -> submissions -> autograde -> feedback -> grades.
+"""The course's folders and the nbgrader steps every command shares: the assignments, the workspace
+a class is graded in, a solution executed, a release, the grades exported, and the words a student
+reads when something kept their submission from being graded.
 
-nbgrader grades a whole class in one command and stops at the first student whose notebook
-it cannot read. Here every student is graded on their own, a submission nbgrader cannot
-grade becomes a clear message in that student's feedback and a zero, and the rest of the
-class is graded as usual.
+Grading itself is autograde/batch.py (and autograde/job.py for one student); the plain nbgrader
+commands, for an instructor who wants them, are in the README.
 """
-import csv
 import html
 import itertools
-import json
 import os
 import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -26,6 +23,10 @@ ROOT = HERE.parent
 SOLUTIONS, RELEASE = ROOT / "solutions", ROOT / "notebooks"
 # where nbgrader releases (nbgrader_config.py); notebooks/ is written by autograde.release alone
 BUILD_RELEASE = ROOT / "build" / "release"
+# nbgrader creates a gradebook by running the `alembic` script, found on PATH; it lives beside this Python, whose
+# bin/ may not be on PATH (a venv's python called directly, as `make test` does). Set once, here, for this process
+# and every process it starts: nbgrader's commands, batch workers, their kernels.
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 
 def assignments():
@@ -47,33 +48,29 @@ class Workspace:
     def dir(self, step):
         return self.root / step
 
+    def config(self):
+        """The course's nbgrader config, pointed at this workspace."""
+        directories = {f"{step}_directory": str(self.dir(step)) for step in ("submitted", "autograded", "feedback")}
+        return nbgrader_config(CourseDirectory=dict(directories, release_directory=str(self.release),
+                                                    db_url=self.db_url))
+
     def nbgrader(self, *args):
         """Run one nbgrader command with the course config, pointed at this workspace."""
         self.root.mkdir(parents=True, exist_ok=True)
         overrides = [f"--CourseDirectory.{step}_directory={self.dir(step)}"
                      for step in ("submitted", "autograded", "feedback")]
         overrides += [f"--CourseDirectory.release_directory={self.release}", f"--CourseDirectory.db_url={self.db_url}"]
-        # nbgrader calls the `alembic` script to create its database: it must be found beside this python
-        env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
         return subprocess.run([sys.executable, "-m", "nbgrader", *args, *overrides],
-                              cwd=HERE, env=env, capture_output=True, text=True)
+                              cwd=HERE, capture_output=True, text=True)
 
 
-@dataclass
-class Result:
-    student: str
-    assignment: str
-    score: float = 0.0
-    max_score: float = 0.0
-    problems: list = field(default_factory=list)
-
-    @property
-    def verdict(self):
-        if self.problems and not self.score:
-            return "not graded"
-        if self.max_score and self.score >= self.max_score:
-            return "full marks"
-        return "zero" if self.score == 0 else "partial"
+def nbgrader_config(**sections):
+    """The course's nbgrader_config.py (this folder), with `sections` ({"CourseDirectory": {...}, ...}) over it."""
+    from traitlets.config import Config
+    from traitlets.config.loader import PyFileConfigLoader
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(HERE)).load_config()
+    config.merge(Config(sections))
+    return config
 
 
 def execute_solution(assignment, timeout=600):
@@ -87,64 +84,13 @@ def execute_solution(assignment, timeout=600):
 
 
 def release(assignment, workspace=Workspace()):
-    """nbgrader generate_assignment: solutions/ -> the release folder, and the assignment into the gradebook."""
-    done = workspace.nbgrader("generate_assignment", assignment, "--force")
-    if done.returncode:
-        raise RuntimeError(f"nbgrader could not release {assignment}:\n{_tail(done)}")
-
-
-def submit(student, assignment, notebook_file, workspace=Workspace()):
-    """Place a student's notebook where nbgrader collects submissions."""
-    target = workspace.dir("submitted") / student / assignment
-    target.mkdir(parents=True, exist_ok=True)
-    (target / f"{assignment}.ipynb").write_bytes(Path(notebook_file).read_bytes())
-    (target / "timestamp.txt").write_text("2026-11-23 12:00:00.000000 UTC")
-
-
-def unreadable_notebooks(student, assignment, workspace=Workspace()):
-    """Messages for submitted notebooks nbgrader could not even open."""
-    problems = []
-    for path in sorted((workspace.dir("submitted") / student / assignment).glob("*.ipynb")):
-        try:
-            text = path.read_text(encoding="utf-8")
-            json.loads(text)
-            nbformat.validate(nbformat.reads(text, as_version=4))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            problems.append(f"{path.name} is not valid notebook JSON ({error}); "
-                            f"it may have been truncated or edited outside Jupyter.")
-        except (nbformat.ValidationError, ValueError, AttributeError, KeyError, TypeError) as error:
-            problems.append(f"{path.name} is not a valid Jupyter notebook: {str(error).splitlines()[0]}")
-    return problems
-
-
-def autograde(student, assignment, workspace=Workspace()):
-    """Autograde one student's submission and write their feedback; never raises for a bad submission."""
-    result = Result(student, assignment)
-    result.problems = unreadable_notebooks(student, assignment, workspace)
-    if not result.problems:
-        graded = workspace.nbgrader("autograde", assignment, f"--student={student}", "--force")
-        if graded.returncode:
-            result.problems.append(f"nbgrader could not autograde this submission: {_cause(graded)}\n{_tail(graded)}")
-        else:
-            made = workspace.nbgrader("generate_feedback", assignment, f"--student={student}", "--force")
-            if made.returncode:
-                result.problems.append(f"feedback could not be generated:\n{_tail(made)}")
-            name_exercises_in(workspace.dir("feedback") / student / assignment)
-    if result.problems:
-        write_problem_feedback(workspace, student, assignment, result.problems)
-    result.score, result.max_score = _scores(student, assignment, workspace)
-    return result
-
-
-def _scores(student, assignment, workspace):
-    from nbgrader.api import Gradebook, MissingEntry
-    with Gradebook(workspace.db_url) as gradebook:
-        max_score = gradebook.find_assignment(assignment).max_score
-        gradebook.update_or_create_student(student)
-        try:
-            return gradebook.find_submission(assignment, student).score, max_score
-        except MissingEntry:
-            return 0.0, max_score
+    """nbgrader's generate_assignment, in this process: solutions/ -> the release folder, and the assignment into
+    the gradebook."""
+    from nbgrader.apps import NbGraderAPI
+    workspace.root.mkdir(parents=True, exist_ok=True)
+    done = NbGraderAPI(config=workspace.config()).generate_assignment(assignment, force=True)
+    if not done["success"]:
+        raise RuntimeError(f"nbgrader could not release {assignment}:\n{_tail(done.get('error') or done['log'])}")
 
 
 def write_problem_feedback(workspace, student, assignment, problems):
@@ -203,33 +149,13 @@ def name_exercises_in(folder):
 
 
 def export_grades(workspace=Workspace()):
-    """nbgrader export: one CSV row per student and assignment. Returns the CSV path."""
+    """nbgrader export's CSV (its own plugin, in this process): one row per student and assignment. Returns its path."""
+    from nbgrader.api import Gradebook
+    from nbgrader.plugins import CsvExportPlugin
     path = workspace.root / "grades.csv"
-    done = workspace.nbgrader("export", f"--CsvExportPlugin.to={path}")
-    if done.returncode:
-        raise RuntimeError(f"nbgrader export failed:\n{_tail(done)}")
+    with Gradebook(workspace.db_url) as gradebook:
+        CsvExportPlugin(to=str(path)).export(gradebook)
     return path
-
-
-def grade_table(results):
-    """A plain-text table: student, assignment, score, verdict and the first line of any problem."""
-    rows = [("student", "assignment", "score", "verdict", "note")]
-    for r in results:
-        note = r.problems[0].splitlines()[0] if r.problems else ""
-        rows.append((r.student, r.assignment, f"{r.score:g} / {r.max_score:g}", r.verdict, note[:110]))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4] for row in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
-
-
-def read_grades_csv(path):
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def _cause(done):
-    return cause_text(done.stdout + done.stderr)
 
 
 def cause_text(log):
@@ -244,6 +170,5 @@ def cause_text(log):
     return f"{name}: {message.strip()}"
 
 
-def _tail(done, lines=12):
-    text = (done.stdout + done.stderr).strip().splitlines()
-    return "\n".join(text[-lines:])
+def _tail(log, lines=12):
+    return "\n".join(log.strip().splitlines()[-lines:])

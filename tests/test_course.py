@@ -1,0 +1,136 @@
+"""The course end to end, as `make demo` runs it: every assignment released by nbgrader, its sample class handed in
+and graded by the batch grader (the session's `graded_class`, tests/conftest.py), the grades exported; and the
+README's plain nbgrader commands on one notebook. Nothing is graded in autograde/ or build/."""
+import csv
+import re
+import shutil
+
+import nbformat
+import pytest
+
+from autograde import course, report, sample_class
+from autograde.course import RELEASE, SOLUTIONS, assignments
+from conftest import only_in_blocks
+
+slow = pytest.mark.slow
+
+
+def _comparable(path):
+    nb = nbformat.read(path, as_version=4)
+    cells = []
+    for cell in nb.cells:
+        meta = {k: v for k, v in cell.metadata.items()}
+        meta["nbgrader"] = {k: v for k, v in meta.get("nbgrader", {}).items() if k != "checksum"}
+        cells.append((cell.cell_type, cell.source, meta))
+    return cells, nb.metadata.get("kernelspec")
+
+
+@pytest.mark.parametrize("assignment", assignments())
+def test_release_holds_no_solutions_and_no_hidden_tests(assignment):
+    released = nbformat.read(RELEASE / assignment / f"{assignment}.ipynb", as_version=4)
+    released_lines = {line.strip() for c in released.cells for line in c.source.splitlines()}
+    assert not any(re.search(r"(BEGIN|END) (SOLUTION|HIDDEN TESTS)", line) for line in released_lines)
+    for block in ("SOLUTION", "HIDDEN TESTS"):
+        leaked = sorted(only_in_blocks(assignment, block, shortest=12) & released_lines)
+        assert not leaked, f"the release of {assignment} contains {block.lower()} lines: {leaked[:3]}"
+    stubs = [c for c in released.cells if c.metadata.get("nbgrader", {}).get("solution")]
+    assert stubs and all("raise NotImplementedError()" in c.source for c in stubs)
+
+
+@slow
+@pytest.mark.parametrize("assignment", assignments())
+def test_committed_release_is_what_nbgrader_generates_from_solutions(graded_class, assignment):
+    fresh, committed = (_comparable(d / assignment / f"{assignment}.ipynb")
+                        for d in (graded_class.workspace.release, RELEASE))
+    assert fresh[1] == committed[1], "kernelspec differs"
+    assert len(fresh[0]) == len(committed[0]), f"notebooks/{assignment} is out of date: run `make release`"
+    for index, (new, old) in enumerate(zip(*[c[0] for c in (fresh, committed)])):
+        assert new == old, f"notebooks/{assignment} cell {index} differs from a fresh release: run `make release`"
+
+
+@slow
+@pytest.mark.parametrize("assignment", assignments())
+def test_the_solution_runs_every_cell_and_gets_full_marks(graded_class, assignment):
+    reference = graded_class.results[assignment]["reference"]
+    got, top = report.score(reference)
+    assert (got, reference["reasons"]) == (top, []) and top >= 5, reference
+    errors = [(index, output.get("ename"), output.get("evalue")) for index, cell in
+              enumerate(graded_class.autograded("reference", assignment).cells) if cell.cell_type == "code"
+              for output in cell.outputs if output.output_type == "error"]
+    assert not errors, f"cells of the solution notebook raised when graded: {errors[:3]}"
+    assert "Exercise 1: <code>" in graded_class.feedback("reference", assignment)
+    print(f"{assignment}: graded top to bottom in {reference['seconds']:.1f} s")  # -rA shows it; budget 90 s
+
+
+@slow
+@pytest.mark.parametrize("assignment", assignments())
+def test_the_untouched_release_scores_zero_and_each_test_says_what_to_write(graded_class, assignment):
+    untouched = graded_class.results[assignment]["untouched"]
+    assert report.score(untouched)[0] == 0 and not untouched["reasons"], untouched
+    for cell in graded_class.autograded("untouched", assignment).cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade") and not meta.get("solution"):
+            errors = [o for o in cell.outputs if o.output_type == "error"]
+            assert len(errors) == 1 and "is not written yet" in errors[0].evalue, (meta["grade_id"], errors)
+
+
+@slow
+@pytest.mark.parametrize("assignment", assignments())
+def test_broken_submissions_get_an_honest_score_and_a_plain_reason(graded_class, assignment):
+    results = graded_class.results[assignment]
+    top = report.score(results["reference"])[1]
+    partial = lambda student: 0 < report.score(results[student])[0] < top  # noqa: E731
+
+    broken = results["broken_json"]
+    assert report.score(broken)[0] == 0 and "not valid notebook JSON" in broken["reasons"][0], broken
+    assert "not valid notebook JSON" in graded_class.feedback("broken_json", assignment, "problems.html")
+
+    killed = results["kills_kernel"]
+    assert partial("kills_kernel") and "killed its Python process" in killed["reasons"][0], killed
+    summary, detail = graded_class.feedback("kills_kernel", assignment, "problems.html").split("<details>")
+    assert "Python process stopped while it ran" in summary and "Traceback" not in summary  # one plain sentence
+    assert "killed its Python process" in detail  # the detail, folded
+
+    deleted = results["deleted_cells"]
+    assert partial("deleted_cells") and "was deleted" in deleted["reasons"][0] and deleted["flagged"], deleted
+    assert "was missing from the submission" in graded_class.feedback("deleted_cells", assignment)
+    for student in ("raises", "partly_wrong"):
+        assert partial(student) and not results[student]["reasons"], results[student]
+    assert "a bug in my first solution cell" in graded_class.feedback("raises", assignment)
+    page = graded_class.feedback("partly_wrong", assignment)
+    assert "Exercise 1: <code>" in page and ">Test cell<" not in page
+
+
+@slow
+def test_the_exported_grades_are_every_students_score(graded_class):
+    with open(course.export_grades(graded_class.workspace), newline="") as handle:
+        exported = {(row["assignment"], row["student_id"]): (float(row["score"]), float(row["max_score"]))
+                    for row in csv.DictReader(handle)}
+    graded = {(a, s): report.score(summary) for a, results in graded_class.results.items()
+              for s, summary in results.items()}
+    assert {key: exported.get(key) for key in graded} == graded
+    # nbgrader exports every student of the gradebook for every assignment: zero where nothing was handed in
+    unsubmitted = {key: value for key, value in exported.items() if key not in graded}
+    assert all(score == 0 for score, _ in unsubmitted.values()) and len(unsubmitted) == len(assignments()) - 1
+
+
+@slow
+def test_the_readmes_plain_nbgrader_commands_grade_one_notebook(tmp_path):
+    """What the README gives an instructor who wants nbgrader alone: generate_assignment, autograde,
+    generate_feedback, export, from autograde/ (Workspace.nbgrader points the same commands at a scratch folder)."""
+    assignment = "01_mle_and_nll"
+    workspace = course.Workspace(root=tmp_path / "course", release=tmp_path / "release")
+    notebook = f"{assignment}/{assignment}.ipynb"
+    done = workspace.nbgrader("generate_assignment", assignment, "--force")
+    assert done.returncode == 0, done.stderr[-2000:]
+    handed = sample_class.write_class(assignment, SOLUTIONS / notebook, workspace.release / notebook, tmp_path / "in")
+    for student in ("reference", "untouched"):
+        shutil.copytree(handed[student].parent.parent, workspace.dir("submitted") / student)
+    for step in (["autograde", assignment], ["generate_feedback", assignment],
+                 ["export", f"--CsvExportPlugin.to={tmp_path / 'grades.csv'}"]):
+        done = workspace.nbgrader(*step)
+        assert done.returncode == 0, (step, done.stderr[-2000:])
+    with open(tmp_path / "grades.csv", newline="") as handle:
+        rows = {row["student_id"]: (float(row["score"]), float(row["max_score"])) for row in csv.DictReader(handle)}
+    assert rows["reference"][0] == rows["reference"][1] >= 5 and rows["untouched"][0] == 0, rows
+    assert (workspace.dir("feedback") / "reference" / assignment / f"{assignment}.html").exists()
