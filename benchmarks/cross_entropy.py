@@ -3,7 +3,8 @@
     python benchmarks/cross_entropy.py          # CPU: N=4096, D=256, V=32768, fp32
     python benchmarks/cross_entropy.py --gpu    # CUDA: N=8192, D in {4096, 2304}, V up to 256000, bf16
 
-Methods: eager F.cross_entropy on materialised logits; torch.compile of the same; the chunked pure-PyTorch
+Methods: eager F.cross_entropy on materialised logits; the three matmuls alone (the floor: z = h W^T, z W,
+z^T h, no loss; every method's time is also given as a multiple of it); torch.compile of eager; the chunked pure-PyTorch
 fused linear cross-entropy; the Triton kernel over materialised logits (CUDA); the fused linear cross-entropy
 with the Triton kernel per chunk (CUDA). Time: median of --repeats runs after --warmup runs. Memory: peak
 bytes above what was live before the call (inputs and parameters), gradients of h and W included: on CUDA
@@ -37,8 +38,26 @@ def eager(h, w, y):
     return F.cross_entropy(h @ w.T, y)
 
 
+FLOOR = "3 matmuls only (no loss: the floor)"
+
+
+class _ThreeMatmuls(torch.autograd.Function):
+    """The work no linear cross-entropy avoids, and nothing else: z = h W^T forward, z W and z^T h backward."""
+
+    @staticmethod
+    def forward(ctx, h, w):
+        z = h @ w.T
+        ctx.save_for_backward(h, w, z)
+        return z.new_zeros(())
+
+    @staticmethod
+    def backward(ctx, grad):
+        h, w, z = ctx.saved_tensors
+        return z @ w, z.T @ h
+
+
 def methods(device, chunk_sweep):
-    found = {"eager (materialised logits)": eager,
+    found = {"eager (materialised logits)": eager, FLOOR: lambda h, w, y: _ThreeMatmuls.apply(h, w),
              "torch.compile (materialised logits)": torch.compile(eager),
              "chunked PyTorch (fused LCE, torch)": lambda h, w, y: fused_linear_cross_entropy(h, w, y, backend="torch")}
     for rows in chunk_sweep:
@@ -216,13 +235,14 @@ def main():
                 continue
             if reference is None:
                 reference = (loss, grads)
-            grad_error = max(((a - b).norm() / b.norm()).item() for a, b in zip(grads, reference[1]))
+            grad_error = None if name == FLOOR else \
+                max(((a - b).norm() / b.norm()).item() for a, b in zip(grads, reference[1]))
             row["methods"].append({"method": name, "ms": seconds * 1e3, "peak_extra_mib": peak / 2 ** 20,
                                    "loss": loss, "loss_diff": abs(loss - reference[0]), "grad_rel_error": grad_error})
             if args.gpu and (bound := bound_ms(name, N, D, V)) is not None:
                 row["methods"][-1]["h200_bound_ms"] = bound
             print(f"N={N} D={D} V={V} {name}: {seconds * 1e3:.1f} ms, {peak / 2 ** 20:.1f} MiB, loss {loss:.6f}, "
-                  f"grad rel. error {grad_error:.1e}", flush=True)
+                  f"grad rel. error {grad_error if grad_error is None else f'{grad_error:.1e}'}", flush=True)
         info["shapes"].append(row)
         write(info, args.out or ("cross_entropy_gpu" if args.gpu else "cross_entropy_cpu"))  # after every shape
         del h, w, y, reference
@@ -249,19 +269,22 @@ def write(info, stem):
             lines += [f"Three-matmul limit (6·N·D·V FLOP at that rate): {row['three_matmul_limit_ms']:.1f} ms. "
                       + kernel, ""]
         base = next((m for m in row["methods"] if "ms" in m), None)
+        floor = next((m for m in row["methods"] if m["method"] == FLOOR and "ms" in m), None)
         bounded = any("h200_bound_ms" in m for m in row["methods"])
-        lines += ["| method | fwd+bwd ms | × eager time | peak extra MiB | % of eager memory | grad rel. error |"
-                  + (" H200 bound ms | × bound |" if bounded else ""),
-                  "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if bounded else "")]
+        lines += ["| method | fwd+bwd ms | × eager time | × 3 matmuls | peak extra MiB | % of eager memory | "
+                  "grad rel. error |" + (" H200 bound ms | × bound |" if bounded else ""),
+                  "|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if bounded else "")]
         for m in row["methods"]:
             if "error" in m:
-                lines.append(f"| {m['method']} | failed: {m['error'][:80]} | | | | |" + (" | |" if bounded else ""))
+                lines.append(f"| {m['method']} | failed: {m['error'][:80]} | | | | | |" + (" | |" if bounded else ""))
                 continue
+            to_floor = f"{m['ms'] / floor['ms']:.2f}" if floor else ""
+            error = "" if m["grad_rel_error"] is None else f"{m['grad_rel_error']:.1e}"
             bound = (f" {m['h200_bound_ms']:.1f} | {m['ms'] / m['h200_bound_ms']:.2f} |" if "h200_bound_ms" in m
                      else " | |") if bounded else ""
-            lines.append(f"| {m['method']} | {m['ms']:.1f} | {m['ms'] / base['ms']:.2f} | {m['peak_extra_mib']:.0f} | "
-                         f"{100 * m['peak_extra_mib'] / base['peak_extra_mib']:.1f} | {m['grad_rel_error']:.1e} |"
-                         + bound)
+            lines.append(f"| {m['method']} | {m['ms']:.1f} | {m['ms'] / base['ms']:.2f} | {to_floor} | "
+                         f"{m['peak_extra_mib']:.0f} | {100 * m['peak_extra_mib'] / base['peak_extra_mib']:.1f} | "
+                         f"{error} |" + bound)
         if bounded:
             lines += ["", f"H200 bound: benchmarks/gpu_model.py, a lower bound from bytes and FLOPs at the "
                           f"{H200.name}'s datasheet rates, not a measurement."]

@@ -37,19 +37,26 @@ def _chunk_rows(n_tokens, vocab_size, hidden_size, min_elements=1 << 22):
 
 
 def _torch_chunk(h, weight, y, keep, dloss, ignore_index, label_smoothing):
-    """(dz, summed loss) of one chunk in plain PyTorch: logits in fp32 (fp64 for fp64), then dz in place."""
+    """(dz, summed loss) of one chunk in plain PyTorch: logits in fp32 (fp64 for fp64), then dz in place.
+
+    One logits-sized buffer and four passes over it after the matmul: its row maxima m; e = exp(z - m) in place;
+    the row sums s (lse = m + log s); dz = e * (scale / s) in place, the smoothing and target terms then taken off.
+    """
     V = weight.shape[0]
     z = (h @ weight.T).to(torch.promote_types(h.dtype, torch.float32))
-    lse = torch.logsumexp(z, dim=-1)
-    y_safe = y.masked_fill(~keep, 0)
-    loss = lse - (1 - label_smoothing) * z.gather(1, y_safe[:, None]).squeeze(1)
+    rows, y_safe = torch.arange(len(y), device=y.device), y.masked_fill(~keep, 0)
+    loss = -(1 - label_smoothing) * z[rows, y_safe]          # read before z is overwritten
     if label_smoothing:
         loss -= label_smoothing * z.mean(-1)
-    dz = z.sub_(lse[:, None]).exp_()  # softmax, overwriting the logits: one chunk-sized buffer in all
+    m = z.amax(-1, keepdim=True)
+    e = z.sub_(m).exp_()
+    s = e.sum(-1, keepdim=True)
+    loss += (m + s.log()).squeeze(1)
+    scale = (keep * dloss)[:, None]                            # an ignored token sends no gradient
+    dz = e.mul_(scale / s)
     if label_smoothing:
-        dz.sub_(label_smoothing / V)
-    dz[torch.arange(len(y), device=y.device), y_safe] -= 1 - label_smoothing
-    dz.mul_((keep * dloss)[:, None])  # an ignored token sends no gradient
+        dz.sub_(scale * (label_smoothing / V))
+    dz[rows, y_safe] -= (1 - label_smoothing) * scale.squeeze(1)
     return dz.to(h.dtype), torch.where(keep, loss, 0).sum()
 
 
