@@ -78,17 +78,17 @@ def grade(classes, workspace=course.Workspace(), workers=None, scheduler=None, l
     check_sandbox(limits)
     from autograde.collect import collect
     threads = 1 if scheduler or (workers or os.cpu_count()) > 1 else (os.cpu_count() or 1)
-    jobs, graded = [], {}
+    jobs, results, problems = [], {}, {}
     for assignment, submissions in classes.items():
         intake = collect(Path(submissions), assignment, [f"{assignment}.ipynb"], roster=roster,
                          named_regexp=named_regexp)
         template = gradebook.template_gradebook(workspace, assignment)
-        jobs += [Job(s.student, assignment, s.files, template, asdict(limits),
-                     s.timestamp or "2026-01-01 00:00:00.000000 UTC", threads) for s in intake.submissions]
-        graded[assignment] = ({}, intake.problems)
+        jobs += [Job(s.student, assignment, s.files, template, asdict(limits), s.timestamp or Job.timestamp, threads)
+                 for s in intake.submissions]
+        results[assignment], problems[assignment] = {}, intake.problems
     for job in jobs:
-        graded[job.assignment][0][job.student] = gradebook.finished(workspace, job)
-    todo = [job for job in jobs if graded[job.assignment][0][job.student] is None]
+        results[job.assignment][job.student] = gradebook.finished(workspace, job)
+    todo = [job for job in jobs if results[job.assignment][job.student] is None]
     bar = _progress(len(jobs), len(jobs) - len(todo), progress)
     if todo:
         with executor(workers, scheduler) as pool:
@@ -98,16 +98,16 @@ def grade(classes, workspace=course.Workspace(), workers=None, scheduler=None, l
                 try:
                     outcome = future.result()
                 except Exception as error:  # noqa: BLE001 - the grader failed, not the student: not marked,
-                    graded[job.assignment][0][job.student] = {  # so the next run grades them again
+                    results[job.assignment][job.student] = {  # so the next run grades them again
                         "grades": [], "flagged": False, "seconds": 0.0,
                         "reasons": [f"{GRADER_FAILED} ({type(error).__name__}: {error}); run again"]}
                     continue
                 gradebook.merge(outcome, workspace)
                 gradebook.mark(workspace, outcome)
-                graded[job.assignment][0][job.student] = gradebook.summary(outcome)
+                results[job.assignment][job.student] = gradebook.summary(outcome)
                 bar.update(1)
     bar.close()
-    return graded
+    return {assignment: (results[assignment], problems[assignment]) for assignment in classes}
 
 
 def _progress(total, done, enabled):

@@ -48,18 +48,19 @@ class Workspace:
     def dir(self, step):
         return self.root / step
 
+    def directories(self):
+        """nbgrader's CourseDirectory settings that point it at this workspace."""
+        steps = {f"{step}_directory": str(self.dir(step)) for step in ("submitted", "autograded", "feedback")}
+        return dict(steps, release_directory=str(self.release), db_url=self.db_url)
+
     def config(self):
         """The course's nbgrader config, pointed at this workspace."""
-        directories = {f"{step}_directory": str(self.dir(step)) for step in ("submitted", "autograded", "feedback")}
-        return nbgrader_config(CourseDirectory=dict(directories, release_directory=str(self.release),
-                                                    db_url=self.db_url))
+        return nbgrader_config(CourseDirectory=self.directories())
 
     def nbgrader(self, *args):
         """Run one nbgrader command with the course config, pointed at this workspace."""
         self.root.mkdir(parents=True, exist_ok=True)
-        overrides = [f"--CourseDirectory.{step}_directory={self.dir(step)}"
-                     for step in ("submitted", "autograded", "feedback")]
-        overrides += [f"--CourseDirectory.release_directory={self.release}", f"--CourseDirectory.db_url={self.db_url}"]
+        overrides = [f"--CourseDirectory.{key}={value}" for key, value in self.directories().items()]
         return subprocess.run([sys.executable, "-m", "nbgrader", *args, *overrides],
                               cwd=HERE, capture_output=True, text=True)
 

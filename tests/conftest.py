@@ -117,7 +117,6 @@ class GradedClass:
     """The sample class of every assignment, graded: what `make demo` does, once per test session."""
     workspace: object   # autograde.course.Workspace: its release, gradebook, autograded/ and feedback/
     results: dict       # assignment -> {student: outcome summary}
-    problems: dict      # assignment -> the intake's problems
 
     def autograded(self, student, assignment):
         """The student's notebook as the grader ran it, outputs and all."""
@@ -145,7 +144,7 @@ def graded_class(tmp_path_factory):
     extra.parent.mkdir(parents=True)
     nbformat.write(adversarial.calls_chunk_reference(workspace.release / lab, course.SOLUTIONS / lab), extra)
     graded = batch.grade(classes, workspace, workers=2, progress=False)
-    return GradedClass(workspace, {a: r for a, (r, _) in graded.items()}, {a: p for a, (_, p) in graded.items()})
+    return GradedClass(workspace, {assignment: results for assignment, (results, _) in graded.items()})
 
 
 @pytest.fixture(autouse=True)
