@@ -37,8 +37,11 @@ def hand_in(assignments, workspace, folder):
 def main(assignments=None):
     started = time.monotonic()
     workspace = course.Workspace(root=DEMO, release=DEMO / "release")
-    shutil.rmtree(workspace.root, ignore_errors=True)
     assignments = assignments or course.assignments()
+    unknown = [a for a in assignments if a not in course.assignments()]
+    if unknown:
+        sys.exit(f"no assignment named {', '.join(unknown)}; the assignments are: {', '.join(course.assignments())}")
+    shutil.rmtree(workspace.root, ignore_errors=True)
     classes = hand_in(assignments, workspace, DEMO / "handed_in")
     print(f"Released {len(assignments)} assignments to {workspace.release.relative_to(course.ROOT)}/ and handed in "
           f"{len(sample_class.STUDENTS)} sample students for each; grading them all with autograde.batch", flush=True)

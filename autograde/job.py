@@ -71,7 +71,10 @@ def submission_digest(files):
 def grade_job(job: Job) -> Outcome:
     """Autograde one submission in a private course folder; never raises for a bad submission."""
     import warnings
+    from nbformat.warnings import MissingIDFieldWarning
     warnings.filterwarnings("ignore", module="nbgrader.api")  # SQLAlchemy 2 notices about nbgrader's own ORM use
+    # nbgrader re-adds a deleted test cell without a cell id, and nbformat warns of it on the instructor's console
+    warnings.filterwarnings("ignore", category=MissingIDFieldWarning)
     started = time.monotonic()
     outcome = Outcome(job.student, job.assignment, job.digest, job.timestamp)
     with tempfile.TemporaryDirectory(prefix="grade-") as tmp:

@@ -82,7 +82,9 @@ _ETC = ["ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime"
 def readable_paths(role):
     """What a process of `role` reads: the system, this Python and its packages, its part of the course."""
     prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    prefixes |= {p for p in sys.path if p and os.path.isdir(p) and not Path(p).resolve().is_relative_to(REPO)}
+    # (not /tmp itself, where a script run from /tmp puts it on sys.path: it would show the box every user's files)
+    prefixes |= {p for p in sys.path if p and os.path.isdir(p) and not Path(p).resolve().is_relative_to(REPO)
+                 and Path(p).resolve() not in (Path("/"), Path("/tmp"))}
     paths = _SYSTEM + [f"/etc/{name}" for name in _ETC] + sorted(prefixes) + [str(REPO / p) for p in _COURSE[role]]
     return [p for p in paths if os.path.exists(p)]
 

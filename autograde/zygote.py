@@ -31,7 +31,7 @@ import sys
 
 from autograde import launch, sandbox
 
-PRELOAD = ("torch", "numpy", "matplotlib", "matplotlib.pyplot", "IPython", "ipykernel.kernelapp",
+PRELOAD = ("torch", "torch._dynamo", "numpy", "matplotlib", "matplotlib.pyplot", "IPython", "ipykernel.kernelapp",
            "ipykernel.ipkernel", "matplotlib_inline.backend_inline", "cloudpickle", "course_lib.grading",
            "course_lib.memory_budget", "autograde.grader_kernel", "autograde.student_kernel",
            "autograde.call_server")

@@ -489,12 +489,6 @@ def _off_switches():
     return {id(f): label for f, label in builtins.items()}, helpers  # by identity: not every callable hashes
 
 
-def _modes_off(torch_calls):
-    """Whether torch's function modes (other than while our own runs a call) or dispatch modes are off."""
-    functions_off = not torch._C._is_torch_function_mode_enabled() and not torch_calls.running
-    return functions_off or torch._C._dispatch_tls_is_dispatch_key_excluded(torch._C.DispatchKey.Python)
-
-
 def _call_recorder(functions, seen, escapes, torch_calls):
     """A profile hook recording calls into course_lib's references (not grading) or given Python functions;
     and, for what the student's own code calls (directly or through the standard library, not what torch
@@ -514,25 +508,38 @@ def _call_recorder(functions, seen, escapes, torch_calls):
             caller = caller.f_back
         return False
 
-    def hook(frame, event, arg):
-        if event not in ("call", "c_call"):
-            return
-        caller = frame if event == "c_call" else frame.f_back
-        ours = event == "call" and frame.f_code.co_filename == __file__  # a recorder, called with itself popped
-        if not ours and by_student(caller):
-            switch = builtins.get(id(arg)) if event == "c_call" else helpers.get(frame.f_code)
-            if switch or _modes_off(torch_calls):
-                escapes.append(switch or "torch with its modes switched off")
-        if event == "c_call":
-            return
-        code = frame.f_code
+    watched = {}  # (code, module) -> whether a call to it is recorded: decided once, not on every call
+
+    def recorded(code, module):
         # lambdas and comprehensions (<lambda>, <listcomp>) only run inside a function that is itself seen
         public = not os.path.basename(code.co_filename).startswith("_") and not code.co_name.startswith(("_", "<"))
-        in_reference = code.co_filename.startswith(REFERENCE_DIR) and public and \
-            not is_student_module(frame.f_globals.get("__name__", ""))
-        if in_reference or code in codes:
-            module = frame.f_globals.get("__name__", "?")
-            seen.append(f"{module}.{code.co_name}")
+        watched[code, module] = code in codes or (code.co_filename.startswith(REFERENCE_DIR) and public
+                                                  and not is_student_module(module))
+        return watched[code, module]
+
+    switch_of, helper_of = builtins.get, helpers.get
+    function_modes_on = torch._C._is_torch_function_mode_enabled
+    dispatch_excluded, python_key = torch._C._dispatch_tls_is_dispatch_key_excluded, torch._C.DispatchKey.Python
+
+    def hook(frame, event, arg):
+        # Called on every call the block makes (millions, in Triton's interpreter), so the cheap tests come first and
+        # the stack is only walked (who made the call?) for an off switch or a call with torch's modes off. Modes off:
+        # torch's function modes (other than while our own runs a call, which pops itself) or its dispatch modes.
+        if event == "c_call":
+            switch = switch_of(id(arg))
+        elif event == "call":
+            switch = helper_of(frame.f_code)
+        else:
+            return
+        if switch or (not function_modes_on() and not torch_calls.running) or dispatch_excluded(python_key):
+            caller = frame if event == "c_call" else frame.f_back
+            ours = event == "call" and frame.f_code.co_filename == __file__  # a recorder, called with itself popped
+            if not ours and by_student(caller):
+                escapes.append(switch or "torch with its modes switched off")
+        if event == "call":
+            code, module = frame.f_code, frame.f_globals.get("__name__", "")
+            if watched.get((code, module)) or ((code, module) not in watched and recorded(code, module)):
+                seen.append(f"{module or '?'}.{code.co_name}")
     return hook
 
 

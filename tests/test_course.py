@@ -8,7 +8,7 @@ import shutil
 import nbformat
 import pytest
 
-from autograde import course, report, sample_class
+from autograde import course, demo, report, sample_class
 from autograde.course import RELEASE, SOLUTIONS, assignments
 from conftest import only_in_blocks
 
@@ -23,6 +23,11 @@ def _comparable(path):
         meta["nbgrader"] = {k: v for k, v in meta.get("nbgrader", {}).items() if k != "checksum"}
         cells.append((cell.cell_type, cell.source, meta))
     return cells, nb.metadata.get("kernelspec")
+
+
+def test_the_demo_asked_for_an_assignment_that_is_not_there_names_those_that_are():
+    with pytest.raises(SystemExit, match=r"no assignment named 01_mle_nll; the assignments are: 01_mle_and_nll, 02_"):
+        demo.main(["01_mle_nll"])
 
 
 @pytest.mark.parametrize("assignment", assignments())

@@ -190,3 +190,10 @@ def test_the_batch_refuses_to_grade_where_no_box_can_be_made_unless_told_the_cla
                              cwd=sandbox.REPO, timeout=300)
     assert trusted.returncode == 0, trusted.stderr[-2000:]
     assert "resource limits only" in trusted.stderr
+
+
+def test_a_script_run_from_tmp_does_not_show_the_box_all_of_tmp(monkeypatch):
+    monkeypatch.setattr(sys, "path", ["/tmp", "/", *sys.path])  # python /tmp/script.py puts /tmp first
+    for role in ("student", "calls"):
+        shown = sandbox.readable_paths(role)
+        assert "/tmp" not in shown and "/" not in shown, shown
