@@ -19,7 +19,7 @@ from pathlib import Path
 
 import nbformat
 
-from autograde import provisioner
+from autograde import provisioner, zygote
 from autograde.course import cause_text, name_exercises_in, nbgrader_config
 from autograde.restore import restore_cells, tests_of
 from autograde.sandbox import Limits
@@ -76,6 +76,9 @@ def grade_job(job: Job) -> Outcome:
     # nbgrader re-adds a deleted test cell without a cell id, and nbformat warns of it on the instructor's console
     warnings.filterwarnings("ignore", category=MissingIDFieldWarning)
     started = time.monotonic()
+    # Started here, in the worker's own thread, not in the grading stage's thread (autograde.provisioner asks for it
+    # there): the zygote dies with the thread that started it (PR_SET_PDEATHSIG), and so would start once per job
+    zygote.for_this_worker()
     outcome = Outcome(job.student, job.assignment, job.digest, job.timestamp)
     with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
         course = Path(tmp)

@@ -242,12 +242,13 @@ def start(settings: Settings, listeners=()):
     scratch = tempfile.mkdtemp(prefix=f"{settings.role}-") if unsafe else None
     settings.workdir = scratch or sandbox.WORKDIR
     try:
+        env = {k: v for k, v in os.environ.items() if k != ZYGOTE_ENV}  # the same, started warm or cold
         zygotes = json.loads(os.environ.get(ZYGOTE_ENV, "{}"))
         if settings.role in zygotes:
             box = None if unsafe else sandbox.Box(settings.role, settings.limits)
             namespaces = box.namespaces() if box else []
             try:
-                request = {"settings": settings.dumps(), "namespaces": len(namespaces)}
+                request = {"settings": settings.dumps(), "env": env, "namespaces": len(namespaces)}
                 return Sandboxed(ask_zygote(zygotes[settings.role], request, descriptors + namespaces), box,
                                  scratch), ours
             except (OSError, ValueError, KeyError):
@@ -257,7 +258,6 @@ def start(settings: Settings, listeners=()):
                 for fd in namespaces:
                     os.close(fd)
         command = [sys.executable, "-m", "autograde.launch", settings.dumps(), *map(str, descriptors)]
-        env = {k: v for k, v in os.environ.items() if k != ZYGOTE_ENV}
         env["PYTHONPATH"] = str(sandbox.REPO)  # where `-m autograde.launch` is found (only its files, in a box)
         if unsafe:
             return Sandboxed(subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -11,7 +11,7 @@ arrives on decides what is forked.
   as autograde.provisioner asks when nbclient starts one. The fork gets two descriptors of its own,
   "student" and "calls" (autograde.launch finds them in GRADER_ZYGOTE_FDS).
 - On a grader kernel's "student" descriptor: the student's ipykernel; on its "calls" descriptor:
-  the process for graded calls ({"settings", "namespaces": n}, with the process's descriptors, then
+  the process for graded calls ({"settings", "env", "namespaces": n}, with the process's descriptors, then
   n descriptors of the box it runs in). The fork joins the box (autograde.sandbox.enter) and
   becomes `autograde.launch.run`, exactly as a cold start does.
 
@@ -31,7 +31,10 @@ import sys
 
 from autograde import launch, sandbox
 
-PRELOAD = ("torch", "torch._dynamo", "numpy", "matplotlib", "matplotlib.pyplot", "IPython", "ipykernel.kernelapp",
+# Not torch._dynamo (an optimizer's first step imports it, seconds): it imports Triton, whose own @triton.jit helpers
+# (tl.max, tl.sum) are then compiled-mode functions that an interpreted kernel (TRITON_INTERPRET, set by a notebook
+# before it imports triton) cannot call
+PRELOAD = ("torch", "numpy", "matplotlib", "matplotlib.pyplot", "IPython", "ipykernel.kernelapp",
            "ipykernel.ipkernel", "matplotlib_inline.backend_inline", "cloudpickle", "course_lib.grading",
            "course_lib.memory_budget", "autograde.grader_kernel", "autograde.student_kernel",
            "autograde.call_server")
@@ -66,6 +69,8 @@ def _run_grader(request, descriptors):
 def _run_sandboxed(role, request, fds):
     """In the fork: a student's process in its box, started as autograde.launch starts one cold."""
     _only(*fds)
+    os.environ.clear()  # the asking grader kernel's environment, as a cold start gets it (not the zygote's own)
+    os.environ.update(request["env"])
     settings = launch.Settings.loads(request["settings"])
     settings.role = role  # the descriptor decides, whatever the request says
     kept = len(fds) - request["namespaces"]
@@ -114,6 +119,9 @@ def _fork(role, message, fds, routes):
         if role != "grader" and not (isinstance(request.get("namespaces"), int)
                                      and 0 <= request["namespaces"] <= len(fds) - 2):
             raise ValueError("a sandboxed process's request carries a reply socket, a channel and its box")
+        if role != "grader" and not (isinstance(request.get("env"), dict)
+                                     and all(isinstance(v, str) for v in request["env"].values())):
+            raise ValueError("a sandboxed process's request carries its environment")
     except ValueError:
         for fd in fds:
             os.close(fd)

@@ -28,7 +28,9 @@ from autograde.sandbox import Limits
 
 pytestmark = pytest.mark.slow
 A = adversarial.ASSIGNMENT
-LIMITS = Limits(cell_seconds=10, notebook_seconds=120, feedback_seconds=15)
+# short, so that the students who run into a limit cost seconds; a cell may take 10 s (asks_for_grader waits 8 s
+# for its escalation), a feedback page 8 s (a whole class's pages take under 1 s each)
+LIMITS = Limits(cell_seconds=10, notebook_seconds=120, feedback_seconds=8)
 STUDENTS = adversarial.STUDENTS
 ESCAPED = [Path(f"/tmp/escaped-{student}.txt") for student in ("asks_for_grader", "plants_symlinks")] + [
     course.ROOT / "escaped-escapes.txt"]
@@ -166,7 +168,8 @@ def test_killed_batch_resumes_with_the_grades_of_an_uninterrupted_run(graded, tm
     submissions = write_submissions(tmp_path / "in", students)
     root = tmp_path / "course"
     command = [sys.executable, "-m", "autograde.batch", A, str(submissions), f"--workspace={root}",
-               "--workers=2", "--quiet", "--cell-seconds=10", "--notebook-seconds=120"]
+               "--workers=2", "--quiet", f"--cell-seconds={LIMITS.cell_seconds:g}",
+               f"--notebook-seconds={LIMITS.notebook_seconds:g}"]
     first = subprocess.Popen(command, cwd=course.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     markers = root / "done" / A

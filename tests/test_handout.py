@@ -1,10 +1,16 @@
-"""The student's edition (`make handout`): installed into a fresh virtual environment, it holds no answer key, the
-release notebooks pass their visible tests once solved, and untouched they run every cell but the tests.
+"""The student's edition (`make handout`): installed into a fresh virtual environment, it holds no answer key and
+every course_lib name a release notebook imports; every release notebook, untouched, runs every cell but the tests,
+which each say what to write; notebook 01, solved, passes its visible tests there.
+
+Every release notebook solved, cell by cell, in a kernel that holds only the student's edition of course_lib is the
+session's graded class (tests/conftest.py `graded_class`: its `reference` student scores full marks in a box that
+binds only edition.STUDENT's modules); here the same edition is the installed handout, not a view of this repository.
 
 The fresh environment is made offline: a new venv whose one extra path is this environment's site-packages
 (the notebooks' dependencies, already installed), without this environment's editable install of the
 instructor's course_lib; the handout is then installed into it by pip, as its README says, from its own folder.
 """
+import ast
 import json
 import re
 import subprocess
@@ -105,17 +111,59 @@ def test_the_handout_holds_the_students_modules_and_no_reference(student_env):
         assert not re.search(rf"course_lib\.{name}\b|from course_lib import [^\n]*\b{name}\b", notebooks), name
 
 
+SOLVED = course.assignments()[0]  # the solved notebook run here: the first, and the quickest
+
+
+def _course_lib_imports(notebook):
+    """Every `import course_lib...` and `from course_lib... import ...` in the notebook's code cells, as source."""
+    found = []
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        lines = [line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!"))]  # magics
+        tree = ast.parse("\n".join(lines))
+        for node in ast.walk(tree):
+            named = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if any(name.split(".")[0] == "course_lib" for name in named):
+                found.append(ast.unparse(node))
+    return found
+
+
+def test_every_course_lib_import_of_every_release_notebook_resolves_in_the_handout(student_env):
+    python, built = student_env
+    found = {a: _course_lib_imports(nbformat.read(built / "notebooks" / a / f"{a}.ipynb", 4))
+             for a in course.assignments()}
+    assert all(found.values()), f"notebooks without a course_lib import (every test cell has one): {found}"
+    imports = sorted({line for lines in found.values() for line in lines})
+    probe = textwrap.dedent('''
+        import json, sys
+        failed = {}
+        for line in json.loads(sys.argv[1]):
+            try:
+                exec(line, {})
+            except Exception as error:
+                failed[line] = f"{type(error).__name__}: {error}"
+        print(json.dumps(failed))
+    ''')
+    failed = json.loads(_in_env(python, probe, json.dumps(imports)))
+    assert not failed, failed
+
+
 @pytest.fixture(scope="module")
 def executed(student_env, tmp_path_factory):
-    """Every release notebook, untouched and with its solutions filled in, executed in the student's environment."""
+    """Every release notebook untouched, and notebook 01 with its solutions filled in, executed in the student's
+    environment: {(assignment, "untouched" or "filled"): each code cell's grade id, kind and error}."""
     python, built = student_env
     work = tmp_path_factory.mktemp("runs")
     jobs = []
     for assignment in course.assignments():
         release = built / "notebooks" / assignment / f"{assignment}.ipynb"
-        for kind, nb in (("untouched", nbformat.read(release, as_version=4)),
-                         ("filled", sample_class.filled_in(release, course.SOLUTIONS / assignment /
-                                                           f"{assignment}.ipynb"))):
+        runs = [("untouched", nbformat.read(release, as_version=4))]
+        if assignment == SOLVED:
+            solution = course.SOLUTIONS / assignment / f"{assignment}.ipynb"
+            runs.append(("filled", sample_class.filled_in(release, solution)))
+        for kind, nb in runs:
             path = work / f"{assignment}-{kind}.ipynb"
             nbformat.write(nb, path)
             jobs.append((assignment, kind, str(path), str(release.parent)))
@@ -130,10 +178,11 @@ def executed(student_env, tmp_path_factory):
     return {(a, k): reports[p] for a, k, p, _ in jobs}
 
 
-@pytest.mark.parametrize("assignment", course.assignments())
-def test_solved_release_passes_its_visible_tests_in_the_students_environment(executed, assignment):
-    failed = [(c["id"] or c["source"][:60], c["error"][-1][:300]) for c in executed[assignment, "filled"] if c["error"]]
+def test_the_solved_release_passes_its_visible_tests_in_the_students_environment(executed):
+    cells = executed[SOLVED, "filled"]
+    failed = [(c["id"] or c["source"][:60], c["error"][-1][:300]) for c in cells if c["error"]]
     assert not failed, failed
+    assert sum(c["test"] for c in cells) >= 3, "the solved notebook ran too few test cells to prove anything"
 
 
 @pytest.mark.parametrize("assignment", course.assignments())
