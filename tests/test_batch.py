@@ -22,7 +22,7 @@ import nbformat
 import pytest
 
 import adversarial
-from conftest import require_box
+from conftest import only_in_blocks, require_box
 from autograde import batch, course, gradebook, job, report
 from autograde.sandbox import Limits
 
@@ -123,11 +123,7 @@ def test_gradebook_and_nbgrader_export_hold_exactly_the_merged_grades(graded):
 
 def test_feedback_shows_each_test_and_its_message_but_no_hidden_test_source(graded):
     workspace = graded[2]
-    source = nbformat.read(course.SOLUTIONS / A / f"{A}.ipynb", as_version=4)
-    released = "\n".join(c.source for c in nbformat.read(course.RELEASE / A / f"{A}.ipynb", as_version=4).cells)
-    hidden = [line.strip() for cell in source.cells if "BEGIN HIDDEN TESTS" in cell.source
-              for line in cell.source.split("BEGIN HIDDEN TESTS")[1].split("END HIDDEN TESTS")[0].splitlines()
-              if len(line.strip()) > 25 and line.strip() not in released]
+    hidden = sorted(only_in_blocks(A, "HIDDEN TESTS", shortest=25))
     assert hidden, "notebook 01 has hidden tests to hide"
     from nbconvert import HTMLExporter  # the control: the same search finds them in the instructor's copy
     instructor = HTMLExporter().from_filename(str(workspace.dir("autograded") / "honest" / A / f"{A}.ipynb"))[0]
