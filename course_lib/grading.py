@@ -513,9 +513,8 @@ def _call_recorder(functions, seen, escapes, torch_calls):
     def recorded(code, module):
         # lambdas and comprehensions (<lambda>, <listcomp>) only run inside a function that is itself seen
         public = not os.path.basename(code.co_filename).startswith("_") and not code.co_name.startswith(("_", "<"))
-        watched[code, module] = code in codes or (code.co_filename.startswith(REFERENCE_DIR) and public
-                                                  and not is_student_module(module))
-        return watched[code, module]
+        in_reference = code.co_filename.startswith(REFERENCE_DIR) and public and not is_student_module(module)
+        return in_reference or code in codes
 
     switch_of, helper_of = builtins.get, helpers.get
     function_modes_on = torch._C._is_torch_function_mode_enabled
@@ -537,9 +536,12 @@ def _call_recorder(functions, seen, escapes, torch_calls):
             if not ours and by_student(caller):
                 escapes.append(switch or "torch with its modes switched off")
         if event == "call":
-            code, module = frame.f_code, frame.f_globals.get("__name__", "")
-            if watched.get((code, module)) or ((code, module) not in watched and recorded(code, module)):
-                seen.append(f"{module or '?'}.{code.co_name}")
+            key = frame.f_code, frame.f_globals.get("__name__", "")
+            verdict = watched.get(key)
+            if verdict is None:
+                verdict = watched[key] = recorded(*key)
+            if verdict:
+                seen.append(f"{key[1] or '?'}.{key[0].co_name}")
     return hook
 
 

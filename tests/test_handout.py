@@ -120,12 +120,14 @@ def _course_lib_imports(notebook):
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
-        lines = [line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!"))]  # magics
-        tree = ast.parse("\n".join(lines))
-        for node in ast.walk(tree):
-            named = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
-                [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
-            if any(name.split(".")[0] == "course_lib" for name in named):
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            else:
+                continue
+            if any(module.split(".")[0] == "course_lib" for module in modules):
                 found.append(ast.unparse(node))
     return found
 
