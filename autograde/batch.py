@@ -18,6 +18,7 @@ only students without a marker for their current submission; a student merged bu
 is graded again and merged again, which replaces the earlier rows.
 """
 import argparse
+import contextlib
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -35,13 +36,19 @@ NAMED_REGEXP = r".*_(?P<student_id>\w+)_attempt_(?P<timestamp>[0-9\-]+)_(?P<file
 GRADER_FAILED = "NOT GRADED, the grader itself failed"
 
 
+@contextlib.contextmanager
 def executor(workers=None, scheduler=None):
-    """A concurrent.futures executor: local worker processes, or a Dask cluster's workers."""
+    """A concurrent.futures executor, for a `with`: local worker processes, or a Dask cluster's workers (through a
+    client of this batch's own, closed with it: one left open retries the cluster's address after it is gone)."""
     if scheduler:
         from distributed import Client
-        return Client(scheduler).get_executor(pure=False)
+        with Client(scheduler) as client, client.get_executor(pure=False) as pool:
+            yield pool
+        return
     import multiprocessing
-    return ProcessPoolExecutor(max_workers=workers or os.cpu_count(), mp_context=multiprocessing.get_context("spawn"))
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count(),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool
 
 
 class SandboxUnavailable(RuntimeError):

@@ -19,6 +19,7 @@ def template_gradebook(workspace, assignment):
     """The class gradebook's copy of one assignment, without students: what each job grades against."""
     from nbgrader.api import Gradebook, MissingEntry
     workspace.root.mkdir(parents=True, exist_ok=True)
+    course.new_gradebooks_in_process()
     with Gradebook(workspace.db_url) as gb:
         try:
             gb.find_assignment(assignment)

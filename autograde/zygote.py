@@ -31,9 +31,6 @@ import sys
 
 from autograde import launch, sandbox
 
-# Not torch._dynamo (an optimizer's first step imports it, seconds): it imports Triton, whose own @triton.jit helpers
-# (tl.max, tl.sum) are then compiled-mode functions that an interpreted kernel (TRITON_INTERPRET, set by a notebook
-# before it imports triton) cannot call
 PRELOAD = ("torch", "numpy", "matplotlib", "matplotlib.pyplot", "IPython", "ipykernel.kernelapp",
            "ipykernel.ipkernel", "matplotlib_inline.backend_inline", "cloudpickle", "course_lib.grading",
            "course_lib.memory_budget", "autograde.grader_kernel", "autograde.student_kernel",
@@ -79,10 +76,25 @@ def _run_sandboxed(role, request, fds):
     launch.run(settings, fds[:kept])
 
 
+def _preload_dynamo():
+    """torch._dynamo, which an optimizer's first step imports (a second or more in every process that steps one), but
+    not Triton, which dynamo imports where it can: Triton decides as it is imported whether its own @triton.jit helpers
+    (tl.max, tl.sum) are interpreted, by TRITON_INTERPRET, which a notebook sets before it imports triton. So dynamo is
+    imported with Triton out of reach, and torch's cached answer "Triton is not installed" is then forgotten."""
+    import torch.utils._triton
+    sys.modules["triton"] = None  # `import triton` raises ImportError while this stands
+    try:
+        import torch._dynamo  # noqa: F401
+    finally:
+        del sys.modules["triton"]
+    torch.utils._triton.has_triton_package.cache_clear()
+
+
 def serve(descriptor):
     launch.die_with_parent()
     for name in PRELOAD:
         __import__(name)
+    _preload_dynamo()
     worker = socket.socket(fileno=descriptor)
     routes = {worker.fileno(): ("grader", None, worker)}  # fd -> (role it serves, grader kernel pid, socket)
     children = {}  # pid -> (the socket to tell its status on, role, the grader kernel it was forked for)

@@ -5,6 +5,7 @@ expectation says the exact score the batch grader must give and words its reason
 "wrong" below means every exercise answered wrongly (each returns zeros): such a notebook honestly
 scores 0, so any point it gets came from the attack.
 """
+import ast
 import json
 from dataclasses import dataclass
 
@@ -66,6 +67,33 @@ def _tests(nb):
 
 def _dump(nb):
     return nbformat.writes(nb).encode()
+
+
+def _graded_part(nb):
+    """The notebook without its demo cells (code outside nbgrader's cells that defines nothing an exercise or a test
+    uses): an attack needs only what grading runs, and the demos, most of a job's time, are the sample class's to run
+    (its `reference` of notebook 01 is graded whole, and so is this class's `honest`)."""
+    graded = [c for c in nb.cells if c.cell_type == "code" and sample_class._nbgrader(c)]
+    used = {node.id for c in graded for node in ast.walk(_parsed(c.source)) if isinstance(node, ast.Name)}
+
+    def needed(cell):
+        if cell.cell_type != "code" or sample_class._nbgrader(cell):
+            return True
+        defined = {alias.asname or alias.name.split(".")[0] for node in ast.walk(_parsed(cell.source))
+                   if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
+        defined |= {node.name for node in _parsed(cell.source).body
+                    if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+        return bool(defined & used)
+
+    nb.cells = [c for c in nb.cells if needed(c)]
+    return nb
+
+
+def _parsed(source):
+    try:
+        return ast.parse(source)
+    except SyntaxError:  # an attack's own cell may not be Python at all: it is kept, and defines nothing
+        return ast.Module(body=[], type_ignores=[])
 
 
 PATCH_GRADING = """from course_lib import grading
@@ -371,9 +399,9 @@ def build(release, source, repo):
     cls = {}
 
     def add(student, nb_or_bytes, expect):
-        cls[student] = (nb_or_bytes if isinstance(nb_or_bytes, bytes) else _dump(nb_or_bytes), expect)
+        cls[student] = (nb_or_bytes if isinstance(nb_or_bytes, bytes) else _dump(_graded_part(nb_or_bytes)), expect)
 
-    add("honest", sample_class.filled_in(release, source), Expect(full))
+    cls["honest"] = (_dump(sample_class.filled_in(release, source)), Expect(full))  # whole: the demos too
     for odd_id in ("smith[2]", "o'brien mary", "zoë"):  # ids nbgrader globs, quotes or spells in UTF-8
         add(odd_id, sample_class.filled_in(release, source), Expect(full))
     add("honest_noisy", _right(release, source, body_prefix="    import warnings, sys\n"
