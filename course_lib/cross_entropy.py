@@ -63,7 +63,7 @@ def cross_entropy_grad(logits, targets, ignore_index=-100, reduction="mean", lab
     z, y = _flatten(logits, targets, fn)
     keep = y != ignore_index
     q = _smoothed_targets(y, keep, z.shape[-1], label_smoothing, z.dtype)
-    grad = (log_softmax(z).exp() * keep[:, None] - q)
+    grad = torch.where(keep[:, None], log_softmax(z).exp(), 0.0) - q  # select: an ignored row may hold inf or nan
     if reduction == "mean":
         grad = grad / keep.sum()
     return grad.reshape(logits.shape)
@@ -92,7 +92,9 @@ def focal_loss(logits, targets, gamma=2.0, ignore_index=-100, reduction="mean"):
     fn = "focal_loss"
     z, y = _flatten(logits, targets, fn)
     keep = y != ignore_index
-    log_pt = log_softmax(z).gather(1, torch.where(keep, y, 0)[:, None]).squeeze(1)
-    per_token = -((1 - log_pt.exp()) ** gamma) * log_pt * keep
+    # selected before use, not multiplied by keep after: an ignored row's log p_t may be -inf (0 * -inf is nan, in
+    # the loss and in its gradient); log p_t = 0 there gives a loss of exactly 0
+    log_pt = torch.where(keep, log_softmax(z).gather(1, torch.where(keep, y, 0)[:, None]).squeeze(1), 0.0)
+    per_token = -((1 - log_pt.exp()) ** gamma) * log_pt
     loss = _reduce_tokens(per_token, keep, reduction, fn)
     return loss.reshape(targets.shape) if reduction == "none" else loss

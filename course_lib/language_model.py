@@ -31,6 +31,12 @@ def _next_token_log_probs(logits, tokens, mask, fn):
     return log_probs, mask[:, 1:]
 
 
+def _counted_only(log_probs, counted):
+    """log_probs where counted, 0 elsewhere: selected, not multiplied by the mask (a padding target's log-probability
+    may be -inf, and 0 * -inf is nan)."""
+    return torch.where(counted, log_probs, 0.0)
+
+
 def lm_loss(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor = None) -> torch.Tensor:
     """Mean next-token NLL over every counted target: -sum_{b,t} m_{b,t+1} log p(x_{b,t+1} | x_{b,<=t}) / sum m.
 
@@ -38,13 +44,13 @@ def lm_loss(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor = Non
     position that is False does not count). Every token weighs the same, whatever its sequence's length.
     """
     log_probs, counted = _next_token_log_probs(logits, tokens, mask, "lm_loss")
-    return -(log_probs * counted).sum() / counted.sum()
+    return -_counted_only(log_probs, counted).sum() / counted.sum()
 
 
 def sequence_log_likelihood(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor = None) -> torch.Tensor:
     """(B,) log p(x_2..x_T | x_1) = sum_t m_{t+1} log p(x_{t+1} | x_<=t), summed over counted targets."""
     log_probs, counted = _next_token_log_probs(logits, tokens, mask, "sequence_log_likelihood")
-    return (log_probs * counted).sum(-1)
+    return _counted_only(log_probs, counted).sum(-1)
 
 
 def perplexity_from_batch_losses(mean_losses: torch.Tensor, token_counts: torch.Tensor) -> float:

@@ -80,6 +80,31 @@ def test_focal_loss_is_cross_entropy_weighted_by_one_minus_pt_to_the_gamma(gamma
         torch.testing.assert_close(ce.focal_loss(logits, targets, gamma=0.0), F.cross_entropy(logits, targets))
 
 
+def test_an_ignored_row_whose_logits_are_not_finite_changes_nothing():
+    """Ignored rows are selected out, not multiplied by zero: an ignored row may hold -inf at its target, or nan."""
+    logits = CASES[0][1].clone()
+    targets = random_targets(logits, seed=7)
+    targets[1] = targets[4] = -100
+    logits[1, targets[0]] = -math.inf  # what the row holds at any class: -inf
+    logits[1, 0] = -math.inf
+    logits[4] = math.nan  # and a row of nan
+    clean = logits.clone()
+    clean[1], clean[4] = 0.0, 0.0
+    keep = targets != -100
+    for gamma in (0.0, 2.0):
+        x = logits.clone().requires_grad_()
+        got = ce.focal_loss(x, targets, gamma=gamma, reduction="none")
+        torch.testing.assert_close(got, ce.focal_loss(clean, targets, gamma=gamma, reduction="none"))
+        assert (got[~keep] == 0).all()
+        got.sum().backward()
+        # the gradient of an ignored row of nan is nan through softmax whatever a loss does; the -inf row is finite
+        assert torch.isfinite(x.grad[1]).all() and (x.grad[1] == 0).all()
+    for reduction in ("mean", "sum"):
+        got = ce.cross_entropy_grad(logits, targets, reduction=reduction)
+        torch.testing.assert_close(got, ce.cross_entropy_grad(clean, targets, reduction=reduction))
+        assert (got[~keep] == 0).all()
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_logits_are_computed_in_fp32(dtype):
     logits = (CASES[0][1] * 20).to(dtype)

@@ -54,6 +54,28 @@ def test_minus_inf_logits_of_tokens_that_never_occur_give_finite_losses():
     assert torch.isfinite(lm.lm_loss(logits, tokens, mask)) and torch.isfinite(lm.sequence_log_likelihood(logits, tokens)).all()
 
 
+def test_a_padding_target_whose_log_probability_is_minus_inf_is_selected_out_not_multiplied():
+    """The rule the course teaches: select the counted targets, never multiply by the mask (0 * -inf = nan)."""
+    logits, tokens, mask = _batch()
+    logits[0, 5, tokens[0, 6]] = -math.inf  # the padded target at position 6 of sequence 0 is impossible
+    assert not mask[0, 6]
+    clean = logits.clone()
+    clean[0, 5, tokens[0, 6]] = 0.0  # what a padded position holds does not matter
+    x = logits.clone().requires_grad_()
+    loss = lm.lm_loss(x, tokens, mask)
+    torch.testing.assert_close(loss, lm.lm_loss(clean, tokens, mask), rtol=1e-12, atol=0)
+    targets = tokens[:, 1:].masked_fill(~mask[:, 1:], -100)
+    torch.testing.assert_close(loss, F.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten()), rtol=1e-12,
+                               atol=0)
+    loss.backward()
+    assert torch.isfinite(x.grad).all() and (x.grad[0, 5] == 0).all()
+    y = logits.clone().requires_grad_()
+    total = lm.sequence_log_likelihood(y, tokens, mask)
+    torch.testing.assert_close(total, lm.sequence_log_likelihood(clean, tokens, mask), rtol=1e-12, atol=0)
+    total.sum().backward()
+    assert torch.isfinite(y.grad).all()
+
+
 def test_perplexity_weighs_batch_means_by_their_token_counts():
     losses, counts = torch.tensor([2.0, 1.0]), torch.tensor([300, 100])
     assert math.isclose(lm.perplexity_from_batch_losses(losses, counts), math.exp(1.75))
