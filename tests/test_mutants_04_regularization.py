@@ -540,3 +540,32 @@ EXERCISES = {
 }
 
 mutant_tests(globals())
+
+
+def _binned_differently_in_float32_and_float64(probs, n_bins):
+    """Right-closed bins of the confidences, computed from the same values in float32 and in float64: where these
+    differ, a correct solution's grade would depend on the precision it chose. (float64 inputs are binned in
+    float64 by every correct solution.)"""
+    if probs.dtype == torch.float64:
+        return torch.zeros(len(probs), dtype=torch.bool)
+    confidence = probs.float().max(1).values
+    in_float32 = torch.ceil(confidence * n_bins).long()
+    return in_float32 != torch.ceil(confidence.double() * n_bins).long()
+
+
+def test_no_confidence_the_calibration_test_gives_sits_where_float32_and_float64_bin_it_differently():
+    # the predicate finds what it must: [[0.6, 0.4], [0.65, 0.35]] in 5 bins (float32(0.6) * 5 rounds to 3.0 in float32)
+    assert _binned_differently_in_float32_and_float64(torch.tensor([[0.6, 0.4], [0.65, 0.35]]), 5).tolist() == [
+        True, False]
+    given = []
+
+    def recording(probs, targets, n_bins=15):
+        given.append((probs.clone(), n_bins))
+        return ece_float64_loop(probs, targets, n_bins)  # a right answer, so the cell runs every check
+
+    from conftest import load_exercises
+    load_exercises(ASSIGNMENT).run_test("test_expected_calibration_error", expected_calibration_error=recording)
+    assert len(given) >= 5, given
+    ambiguous = [(probs[_binned_differently_in_float32_and_float64(probs, n)], n) for probs, n in given
+                 if _binned_differently_in_float32_and_float64(probs, n).any()]
+    assert not ambiguous, f"test_expected_calibration_error gives rows whose bin depends on the precision: {ambiguous}"
