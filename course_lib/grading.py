@@ -178,6 +178,31 @@ def check_frequencies(counts, probabilities, *, call, hint="", sigmas=5.0):
               hint, f"first outlier: category {i} drawn {int(counts[i])} times, expected {expected[i].item():.1f}")
 
 
+def returned(value, *, call, outputs=1, differentiable=False):
+    """What the student's function returned, checked to be what a test may use before comparing it (unpacking it,
+    `.backward()`): a tensor (outputs=1) or a tuple of `outputs` tensors, with an autograd graph if `differentiable`.
+    Anything else is a failed check that says what came back, not a crash in the test's own code. (It may run under
+    ``from_scratch``, inside a test's wrapper of the student's function: it calls no torch function.)"""
+    wanted = "a tensor" if outputs == 1 else f"a tuple of {outputs} tensors"
+    if outputs != 1 and (not isinstance(value, (tuple, list)) or len(value) != outputs):
+        got = f"{len(value)} outputs" if isinstance(value, (tuple, list)) else _kind(value)
+        _fail(call, got, wanted, "return the outputs in the order asked for, e.g. `return loss, lse`")
+    for output in (value,) if outputs == 1 else value:
+        if not isinstance(output, torch.Tensor):
+            _fail(call, _kind(output), wanted, "did the function end without `return`, or return a Python number?")
+        if differentiable and not output.requires_grad:
+            _fail(call, f"{_kind(output)} with no autograd graph (requires_grad=False)",
+                  f"{wanted} that autograd can differentiate", "compute it from the inputs with torch operations (no "
+                  ".item(), .detach() or torch.no_grad() on the way), or return a torch.autograd.Function's apply")
+    return value
+
+
+def _kind(value):
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}, dtype {str(value.dtype).replace('torch.', '')}"
+    return f"{value!r} ({type(value).__name__})"
+
+
 def _check_outputs(actual, expected, *, call, hint, rtol, atol):
     shown = f"a tuple of {len(expected)} outputs"
     if not isinstance(actual, (tuple, list)):

@@ -4,13 +4,28 @@ reject at least three plausible wrong implementations and accept at least one ri
 A mutant module defines ASSIGNMENT and EXERCISES = {test_id: Exercise(...)} and calls
 ``mutant_tests(globals())``, which adds the parametrised tests below to it.
 """
+import types
 from dataclasses import dataclass, field
 
 import pytest
+import torch
 
 from conftest import load_exercises
+from course_lib import grading
 
 MIN_WRONG, MIN_RIGHT = 3, 1
+# answers of the wrong kind, which every function exercise's test cell must turn into a failed check (an AssertionError
+# with a message), never into a crash inside the test's own code (a TypeError or AttributeError from its helpers)
+WRONG_KINDS = {
+    "returns None (a missing return)": lambda *args, **kwargs: None,
+    "returns a string": lambda *args, **kwargs: "not a tensor",
+    "returns an empty tuple": lambda *args, **kwargs: (),
+    "returns a Python float": lambda *args, **kwargs: 0.5,
+    "returns a 0-d tensor": lambda *args, **kwargs: torch.tensor(0.5),
+    "returns a (3, 3, 3) tensor": lambda *args, **kwargs: torch.full((3, 3, 3), 0.5),
+    "returns an integer tensor": lambda *args, **kwargs: torch.ones(2, dtype=torch.long),
+    "returns a pair of None": lambda *args, **kwargs: (None, None),
+}
 
 
 @dataclass
@@ -40,6 +55,18 @@ def mutant_tests(module):
         with pytest.raises(AssertionError):
             load_exercises(assignment).run_test(test_id, **{function: impl})
 
+    kinds = [(t, e.function, kind) for t, e in exercises.items() for kind in WRONG_KINDS]
+
+    @pytest.mark.parametrize("test_id, function, kind", kinds, ids=[f"{k[0]}-{k[2]}" for k in kinds])
+    def test_an_answer_of_the_wrong_kind_fails_a_check_and_does_not_crash_the_test(test_id, function, kind):
+        exercises_ = load_exercises(assignment)
+        if not isinstance(exercises_.namespace.get(function), types.FunctionType):
+            pytest.skip(f"{function} is not a plain function (a class or a kernel): it cannot return a wrong kind")
+        with pytest.raises(AssertionError) as failed:
+            exercises_.run_test(test_id, **{function: WRONG_KINDS[kind]})
+        # the stand-in only returns: a "your code raised" means the test's own code crashed on what came back
+        assert not isinstance(failed.value, grading.StudentRaised), f"the test cell crashed on it:\n{failed.value}"
+
     @pytest.mark.parametrize("test_id, function, label, impl", right, ids=[f"{r[0]}-{r[2]}" for r in right])
     def test_correct_alternative_is_accepted(test_id, function, label, impl):
         load_exercises(assignment).run_test(test_id, **{function: impl})
@@ -49,3 +76,5 @@ def mutant_tests(module):
     module["test_solution_passes"] = pytest.mark.parametrize("test_id", list(exercises))(test_solution_passes)
     module["test_wrong_implementation_is_rejected"] = test_wrong_implementation_is_rejected
     module["test_correct_alternative_is_accepted"] = test_correct_alternative_is_accepted
+    module["test_an_answer_of_the_wrong_kind_fails_a_check_and_does_not_crash_the_test"] = \
+        test_an_answer_of_the_wrong_kind_fails_a_check_and_does_not_crash_the_test

@@ -183,6 +183,30 @@ def test_check_close_treats_nan_as_equal_only_to_nan():
         grading.check_close(torch.tensor(0.0), float("nan"), call="f()")
 
 
+@pytest.mark.parametrize("value, options, says", [
+    (None, {}, "returned: None (NoneType)"),
+    (0.5, {}, "returned: 0.5 (float)"),
+    ((torch.ones(2),), {"outputs": 2}, "returned: 1 outputs"),
+    ("loss", {"outputs": 2}, "returned: 'loss' (str)"),
+    ((torch.ones(2), None), {"outputs": 2}, "returned: None"),
+    (torch.ones(2), {"differentiable": True}, "shape (2,), dtype float32 with no autograd graph"),
+])
+def test_returned_turns_a_wrong_kind_of_result_into_a_failed_check(value, options, says):
+    with pytest.raises(grading.CheckFailed, match=r"f\(x\)\n  returned: ") as failed:
+        grading.returned(value, call="f(x)", **options)
+    assert says in str(failed.value) and "expected: " in str(failed.value)
+
+
+def test_returned_hands_back_a_right_result_and_calls_no_torch_function():
+    x = torch.ones(3, requires_grad=True) * 2
+    pair = (x, x.detach())
+    with from_scratch(*(name for name in dir(torch.Tensor) if not name.startswith("_")), exercise="f"):
+        assert grading.returned(x, call="f", differentiable=True) is x
+        assert grading.returned(pair, call="f", outputs=2) is pair
+        with pytest.raises(grading.CheckFailed):
+            grading.returned(pair[1], call="f", differentiable=True)
+
+
 def test_check_frequencies_accepts_fair_draws_and_rejects_biased_or_impossible_ones():
     p = torch.tensor([0.5, 0.3, 0.2, 0.0])
     draws = torch.multinomial(p, 20000, replacement=True, generator=torch.Generator().manual_seed(0))
