@@ -106,10 +106,12 @@ def sendable(value):
 
 
 def changed_arguments(before, args, kwargs):
-    """New values of tensor arguments the call modified, and the state of modules and optimizers."""
+    """New values of tensor arguments the call modified (by value, or by an in-place op that left the values: the
+    grader's copy then sees its version counter move too), and the state of modules and optimizers."""
     out = {}
     for key, value in list(enumerate(args)) + list(kwargs.items()):
-        if isinstance(value, torch.Tensor) and key in before and not torch.equal(before[key], value.detach()):
+        if isinstance(value, torch.Tensor) and key in before and (
+                value._version != before[key][1] or not grading.identical(before[key][0], value.detach())):
             out[key] = ("tensor", value.detach().clone())
         elif isinstance(value, torch.nn.Module):
             grads = {n: p.grad for n, p in value.named_parameters() if p.grad is not None}
@@ -165,7 +167,7 @@ class Server:
 
     def call(self, name, call_id, keep_graph, payload):
         args, kwargs, forbidden, exercise, replacements, measure = self.read(payload)
-        before = {k: v.detach().clone() for k, v in list(enumerate(args)) + list(kwargs.items())
+        before = {k: (v.detach().clone(), v._version) for k, v in list(enumerate(args)) + list(kwargs.items())
                   if isinstance(v, torch.Tensor)}
         printed = io.StringIO()
         try:

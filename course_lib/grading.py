@@ -223,17 +223,41 @@ def _unpack(case):
 
 
 def _run_student(student_fn, args, kwargs, forbidden, name, call=None):
-    """Call student code on private copies of the inputs, under the exercise's from-scratch rules.
+    """Call student code on private copies of the inputs, under the exercise's from-scratch rules; then check that
+    it left every tensor input as it was (values and version counter: a loss must not change what it is given),
+    unless the call says inplace=True.
 
     An exception the student's code raises becomes a failed check that says so (NotWritten, StudentRaised).
     """
+    given = {f"argument {i + 1}": _clone(a) for i, a in enumerate(args)} | {k: _clone(v) for k, v in kwargs.items()}
+    # a call asked to work in place (inplace=True, as in PyTorch's own functions) may change its inputs: that is its job
+    versions = {} if kwargs.get("inplace") is True else {
+        k: v._version for k, v in given.items() if isinstance(v, torch.Tensor)}
+    copies = list(given.values())
     try:
         with from_scratch(*forbidden, exercise=name):
-            return student_fn(*map(_clone, args), **{k: _clone(v) for k, v in kwargs.items()})
+            got = student_fn(*copies[:len(args)], **dict(zip(kwargs, copies[len(args):])))
     except CheckFailed:
         raise
     except Exception as error:
         raise _student_error(error, name, call or describe_call(name, args, kwargs)) from None
+    before = dict(zip(given, list(args) + list(kwargs.values())))
+    for key, version in versions.items():
+        if given[key]._version != version or not identical(given[key], before[key]):
+            _fail(call or describe_call(name, args, kwargs), "(its result is not checked: first this)",
+                  f"{key} left as it was given", "return new tensors and leave the inputs alone: an in-place op "
+                  "(x.mul_(...), x[...] = ..., x += ...) changes the caller's tensor (a residual stream, the logits)",
+                  f"your function changed its input {key} in place")
+    return got
+
+
+def identical(a, b):
+    """Same shape, dtype and values, nan where nan (torch.equal says a nan differs from itself)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if not a.is_floating_point():
+        return torch.equal(a, b)
+    return bool(torch.isclose(a, b, rtol=0, atol=0, equal_nan=True).all())
 
 
 def _float64(value):

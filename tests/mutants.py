@@ -59,13 +59,39 @@ def mutant_tests(module):
 
     @pytest.mark.parametrize("test_id, function, kind", kinds, ids=[f"{k[0]}-{k[2]}" for k in kinds])
     def test_an_answer_of_the_wrong_kind_fails_a_check_and_does_not_crash_the_test(test_id, function, kind):
-        exercises_ = load_exercises(assignment)
-        if not isinstance(exercises_.namespace.get(function), types.FunctionType):
+        notebook = load_exercises(assignment)
+        if not isinstance(notebook.namespace.get(function), types.FunctionType):
             pytest.skip(f"{function} is not a plain function (a class or a kernel): it cannot return a wrong kind")
         with pytest.raises(AssertionError) as failed:
-            exercises_.run_test(test_id, **{function: WRONG_KINDS[kind]})
+            notebook.run_test(test_id, **{function: WRONG_KINDS[kind]})
         # the stand-in only returns: a "your code raised" means the test's own code crashed on what came back
         assert not isinstance(failed.value, grading.StudentRaised), f"the test cell crashed on it:\n{failed.value}"
+
+    @pytest.mark.parametrize("test_id, function", [(t, e.function) for t, e in exercises.items()], ids=list(exercises))
+    def test_the_right_answer_that_then_zeroes_its_input_is_rejected(test_id, function):
+        """A function that changes what it is given (a norm layer that corrupts the residual stream) is wrong whatever
+        it returns: the solution, then its first floating tensor input zeroed in place."""
+        notebook = load_exercises(assignment)
+        solution, zeroed = notebook.namespace.get(function), []
+        if not isinstance(solution, types.FunctionType):
+            pytest.skip(f"{function} is not a plain function (a class or a kernel)")
+
+        def zeroes_its_input(*args, **kwargs):
+            result = solution(*args, **kwargs)
+            floating = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor) and a.is_floating_point()]
+            if floating and kwargs.get("inplace") is not True:
+                with torch.no_grad():
+                    floating[0].zero_()
+                zeroed.append(True)
+            return result
+
+        try:
+            notebook.run_test(test_id, **{function: zeroes_its_input})
+        except AssertionError as failed:
+            assert "in place" in str(failed), f"rejected, but not for changing its input:\n{failed}"
+            return
+        assert not zeroed, f"{test_id} accepts a {function} that zeroes its input after computing the right answer"
+        pytest.skip(f"{function} is given no floating tensor in its test cell")
 
     @pytest.mark.parametrize("test_id, function, label, impl", right, ids=[f"{r[0]}-{r[2]}" for r in right])
     def test_correct_alternative_is_accepted(test_id, function, label, impl):
@@ -76,5 +102,7 @@ def mutant_tests(module):
     module["test_solution_passes"] = pytest.mark.parametrize("test_id", list(exercises))(test_solution_passes)
     module["test_wrong_implementation_is_rejected"] = test_wrong_implementation_is_rejected
     module["test_correct_alternative_is_accepted"] = test_correct_alternative_is_accepted
+    module["test_the_right_answer_that_then_zeroes_its_input_is_rejected"] = \
+        test_the_right_answer_that_then_zeroes_its_input_is_rejected
     module["test_an_answer_of_the_wrong_kind_fails_a_check_and_does_not_crash_the_test"] = \
         test_an_answer_of_the_wrong_kind_fails_a_check_and_does_not_crash_the_test

@@ -39,6 +39,17 @@ def uses_helper(x):
 
 def helper(x):
     return -x                                         # wrong on purpose; the test swaps in a right one
+
+def reads(x):
+    return x.nansum()
+
+def touches(x):
+    x.add_(0)                                         # in place, the values left as they were
+    return x.nansum()
+
+def zeroes(x):
+    x.zero_()
+    return x.sum()
 '''
 # The student's kernel holds the student's edition of course_lib only: what it finds of a reference.
 STUDENT_LOOKS_FOR_THE_REFERENCE = '''
@@ -125,6 +136,14 @@ for attempt in (by_name, by_reading_its_file, by_import_at_call_time, by_oracle)
     except Exception as error:
         print(attempt.__name__, "refused:", type(error).__name__, str(error).splitlines()[0])
 ''',
+    "purity": '''
+import math, torch
+for fn in (reads, touches, zeroes):
+    x = torch.tensor([1.0, math.nan, math.inf])
+    version = x._version
+    fn(x)
+    print(fn.__name__, "version moved", x._version != version, "values", x.tolist())
+''',
     "replace": '''
 import torch
 from course_lib import grading
@@ -193,6 +212,15 @@ def test_a_graded_call_cannot_reach_the_reference_whatever_the_students_kernel_d
     for attempt in ("by_name", "by_reading_its_file", "by_import_at_call_time", "by_oracle"):
         assert f"{attempt} refused:" in out["stdout"], out
     assert "by_name refused: FromScratchViolation course_lib.mle.mse is the course's reference" in out["stdout"], out
+
+
+def test_a_call_changes_its_tensor_arguments_here_exactly_when_it_changed_them_there(kernel):
+    """What the purity check reads: a nan the student only read is not a change (torch.equal says nan != nan), an
+    in-place op that left the values is one (the version counter moves here as it moved there)."""
+    out = run(kernel, TEST_CELLS["purity"])["stdout"]
+    assert "reads version moved False values [1.0, nan, inf]" in out, out
+    assert "touches version moved True values [1.0, nan, inf]" in out, out
+    assert "zeroes version moved True values [0.0, 0.0, 0.0]" in out, out
 
 
 def test_the_students_kernel_holds_no_reference(kernel):

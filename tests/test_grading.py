@@ -1,4 +1,6 @@
 """course_lib.grading: what the notebook test cells rely on to reject wrong answers clearly."""
+import math
+
 import pytest
 import torch
 import torch._dynamo  # noqa: F401  torch.func imports it on first use: here, not under the recorder's hook (seconds)
@@ -143,14 +145,25 @@ def test_check_against_reference_passes_a_right_answer_and_explains_a_wrong_one(
         assert part in message
 
 
-def test_student_function_cannot_change_the_reference_inputs():
+def test_a_student_function_that_changes_its_input_is_rejected_and_cannot_change_the_callers():
     def destructive(x, dim=-1):
         result = stable_lse(x, dim)
         x.zero_()
         return result
+
+    def unchanged_values(x, dim=-1):  # an in-place op that leaves the values: the version counter sees it
+        x.mul_(1.0)
+        return stable_lse(x, dim)
+
     x = X.clone()
-    grading.check_against_reference(destructive, ref.logsumexp, [("ordinary", (x,))])
+    for student in (destructive, unchanged_values):
+        with pytest.raises(grading.CheckFailed, match=r"changed its input argument 1 in place"):
+            grading.check_against_reference(student, ref.logsumexp, [("ordinary", (x,))])
+        with pytest.raises(grading.CheckFailed, match=r"changed its input dim|changed its input argument 1"):
+            grading.check_example(student, (x,), ref.logsumexp(X), kwargs={"dim": -1})
     assert torch.equal(x, X)
+    grading.check_against_reference(stable_lse, ref.logsumexp, [("nan and -inf are left as they are", (
+        torch.tensor([[math.nan, 0.0], [-math.inf, 1.0]]),))], atol=1e-6)  # nan == nan, for this check
 
 
 @pytest.mark.parametrize("returned, detail", [
