@@ -79,10 +79,10 @@ def _graded_part(nb):
     def needed(cell):
         if cell.cell_type != "code" or sample_class._nbgrader(cell):
             return True
-        defined = {alias.asname or alias.name.split(".")[0] for node in ast.walk(_parsed(cell.source))
+        tree = _parsed(cell.source)
+        defined = {alias.asname or alias.name.split(".")[0] for node in ast.walk(tree)
                    if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
-        defined |= {node.name for node in _parsed(cell.source).body
-                    if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+        defined |= {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
         return bool(defined & used)
 
     nb.cells = [c for c in nb.cells if needed(c)]
