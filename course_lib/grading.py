@@ -21,6 +21,7 @@ notebook, Validate and the feedback show that message alone, with no frame of th
 import contextlib
 import dis
 import functools
+import inspect
 import math
 import os
 import sys
@@ -213,8 +214,10 @@ def _check_outputs(actual, expected, *, call, hint, rtol, atol):
         check_close(a, e, call=f"{call}   [output {i}]", hint=hint, rtol=rtol, atol=atol)
 
 
-def _clone(value):
-    return value.detach().clone() if isinstance(value, torch.Tensor) else value
+def _clone(value, requires_grad=False):
+    if not isinstance(value, torch.Tensor):
+        return value
+    return value.detach().clone().requires_grad_(requires_grad and value.is_floating_point())
 
 
 def _unpack(case):
@@ -222,14 +225,16 @@ def _unpack(case):
     return (tuple(case) + ({},))[:3]
 
 
-def _run_student(student_fn, args, kwargs, forbidden, name, call=None):
+def _run_student(student_fn, args, kwargs, forbidden, name, call=None, wrt=()):
     """Call student code on private copies of the inputs, under the exercise's from-scratch rules; then check that
     it left every tensor input as it was (values and version counter: a loss must not change what it is given),
-    unless the call says inplace=True.
+    unless the call says inplace=True. The copies of the inputs named in `wrt` (positions, keyword names) are
+    leaves that require grad; returns (result, {position or name: that leaf}).
 
     An exception the student's code raises becomes a failed check that says so (NotWritten, StudentRaised).
     """
-    given = {f"argument {i + 1}": _clone(a) for i, a in enumerate(args)} | {k: _clone(v) for k, v in kwargs.items()}
+    given = {f"argument {i + 1}": _clone(a, i in wrt) for i, a in enumerate(args)} | {
+        k: _clone(v, k in wrt) for k, v in kwargs.items()}
     # a call asked to work in place (inplace=True, as in PyTorch's own functions) may change its inputs: that is its job
     versions = {} if kwargs.get("inplace") is True else {
         k: v._version for k, v in given.items() if isinstance(v, torch.Tensor)}
@@ -248,7 +253,9 @@ def _run_student(student_fn, args, kwargs, forbidden, name, call=None):
                   f"{key} left as it was given", "return new tensors and leave the inputs alone: an in-place op "
                   "(x.mul_(...), x[...] = ..., x += ...) changes the caller's tensor (a residual stream, the logits)",
                   f"your function changed its input {key} in place")
-    return got
+    keys = list(range(len(args))) + list(kwargs)
+    return got, {key: copy for key, copy in zip(keys, copies)
+                 if key in wrt and isinstance(copy, torch.Tensor) and copy.requires_grad}
 
 
 def identical(a, b):
@@ -278,7 +285,7 @@ def input_scale(case):
 
 
 def check_against_reference(student_fn, reference_fn, cases, *, hint="", rtol=1e-5, atol=1e-6,
-                            forbidden=(), name=None):
+                            forbidden=(), name=None, gradients=()):
     """Call ``student_fn`` and ``reference_fn`` on every case and compare the results.
 
     cases: iterable of (label, args) or (label, args, kwargs). Each function gets its own copy
@@ -286,14 +293,90 @@ def check_against_reference(student_fn, reference_fn, cases, *, hint="", rtol=1e
     The reference runs on float64 copies of floating inputs: the expected values are exact to
     float64, and rtol/atol state how much rounding the student's float32 (or better) may add.
     forbidden: torch op names or functions the student must not call (see ``from_scratch``).
+    gradients: the names of the arguments (as the reference spells them) a loss must be differentiable in: the
+    gradient of each, through the student's result, must be the reference's (see ``_check_gradients``).
     """
     name = name or getattr(student_fn, "__name__", "your function")
     for case in cases:
         label, args, kwargs = _unpack(case)
         call = f"{describe_call(name, args, kwargs)}   [case: {label}]"
-        got = _run_student(student_fn, args, kwargs, forbidden, name, call)
-        want = reference_fn(*map(_float64, args), **{k: _float64(v) for k, v in kwargs.items()})
+        got, leaves = _run_student(student_fn, args, kwargs, forbidden, name, call,
+                                   wrt=_passed_as(gradients, reference_fn, args, kwargs))
+        ref_args, ref_kwargs = list(map(_float64, args)), {k: _float64(v) for k, v in kwargs.items()}
+        for key in leaves:  # the reference's own leaves, where the student's gradient is checked
+            (ref_args if isinstance(key, int) else ref_kwargs)[key].requires_grad_(True)
+        want = reference_fn(*ref_args, **ref_kwargs)
         check_close(got, want, call=call, hint=hint, rtol=rtol, atol=atol)
+        if leaves:
+            theirs = {key: ref_args[key] if isinstance(key, int) else ref_kwargs[key] for key in leaves}
+            _check_gradients(got, leaves, want, theirs, name=name, call=call, rtol=rtol,
+                             temperature=kwargs.get("temperature", 1.0))
+
+
+def _passed_as(names, reference_fn, args, kwargs):
+    """Where a case passes each named argument: its position, or its keyword (an argument left at its default has
+    no input to differentiate)."""
+    if not names:
+        return set()
+    parameters = list(inspect.signature(reference_fn).parameters)
+    return {parameters.index(n) if parameters.index(n) < len(args) else n for n in names} & (
+        set(range(len(args))) | set(kwargs))
+
+
+# The largest input (logits / T) a gradient is checked at (see _check_gradients): float32 holds e^-16 next to 1, so
+# up to a logit gap of 16 no probability rounds to 1. The tests' ordinary cases lie inside (logits ~ 3 N(0, 1)),
+# their large and extreme ones (x 50, +-1e4, T = 0.05) outside
+ORDINARY = 16.0
+
+
+def _check_gradients(got, leaves, want, theirs, *, name, call, rtol, temperature=1.0):
+    """The gradient of sum(g * result) with respect to each input in `leaves` (the student's copies) against `theirs`
+    (the float64 reference's inputs, whose result is `want`), for a random upstream gradient g: not ones, as a caller
+    scales a loss (gradient accumulation does). A result with several outputs is differentiated through those of
+    the reference's that carry a graph.
+
+    Checked on the cases of ordinary size, where the derivative is an ordinary number: every differentiated input
+    finite, nonzero and at most ORDINARY in size (over the temperature, if the call has one: logits / T are what
+    saturates), the reference's result and gradient finite. At the edges of the domain correct implementations
+    legitimately differ: at p = 0 or a -inf logit (0, a subgradient or nan), and where float32 rounds a probability
+    to 1 (then (1 - p) ** gamma's derivative is 0 * inf = nan). The values there are checked; the gradients here.
+    A float32 gradient is as accurate as its conditioning allows, and a wrong one (detached, mis-scaled, a constant
+    that is not one) is off by its own size: so the tolerance is 1e4 rounding units of the precision it is computed
+    in (float32 or better), or the call's rtol if looser, relative to the gradient's largest entry."""
+    if any(not bool(torch.isfinite(x).all()) or bool((x == 0).any()) or x.abs().max() / temperature > ORDINARY
+           for x in theirs.values()):
+        return
+    single = not isinstance(want, (tuple, list))
+    wants, gots = ((want,), (got,)) if single else (tuple(want), tuple(got))
+    pairs = [(i, w) for i, w in enumerate(wants) if isinstance(w, torch.Tensor) and w.requires_grad]
+    upstream = [torch.randn(w.shape, generator=torch.Generator().manual_seed(i), dtype=torch.float64) for i, w in pairs]
+    expected = torch.autograd.grad([w for _, w in pairs], list(theirs.values()), upstream, allow_unused=True)
+    expected = [torch.zeros_like(x) if e is None else e for x, e in zip(theirs.values(), expected)]
+    if not all(bool(torch.isfinite(w.detach()).all()) for _, w in pairs) or not all(
+            bool(e.isfinite().all()) for e in expected):
+        return
+    mine = []
+    for i, _ in pairs:
+        output = f"   [output {i}]" if not single else ""
+        mine.append(returned(gots[i], call=f"{call}{output}   [gradients]", differentiable=True))
+    try:  # the student's backward runs here (theirs, if the function is a torch.autograd.Function)
+        actual = torch.autograd.grad(mine, list(leaves.values()), [g.to(m.dtype).to(m.device) for g, m in
+                                                                  zip(upstream, mine)], allow_unused=True)
+    except Exception as error:
+        raise _student_error(error, name, f"{call}   [backward]") from None
+    for key, a, e in zip(leaves, actual, expected):
+        where = f"argument {key + 1}" if isinstance(key, int) else key
+        if a is None and bool((e != 0).any()):
+            _fail(f"{call}   [gradient of {where}]", "no gradient: your result does not depend on it through "
+                  "autograd", describe(e), "no .detach(), .item(), .tolist() or torch.no_grad() on the way from the "
+                  "input to the loss: a model trained with it learns nothing through it")
+        a = torch.zeros_like(e) if a is None else a.detach().double().cpu()
+        precision = torch.finfo(torch.promote_types(leaves[key].dtype, torch.float32)).eps
+        tolerance = max(rtol, 1e4 * precision, 4 * torch.finfo(leaves[key].dtype).eps)
+        check_close(a, e, call=f"{call}   [gradient of {where}, upstream gradient g = randn, not ones]",
+                    rtol=tolerance, atol=tolerance * e.abs().max().item(),
+                    hint="autograd through your result gives another gradient than the reference's: a detached or "
+                         "clamped branch, a custom backward, or a constant that is not one")
 
 
 def check_example(student_fn, args, expected, *, kwargs=None, hint="", rtol=1e-5, atol=5e-4,
@@ -304,7 +387,7 @@ def check_example(student_fn, args, expected, *, kwargs=None, hint="", rtol=1e-5
     """
     name = name or getattr(student_fn, "__name__", "your function")
     kwargs = kwargs or {}
-    got = _run_student(student_fn, args, kwargs, forbidden, name)
+    got, _ = _run_student(student_fn, args, kwargs, forbidden, name)
     check_close(got, expected, call=describe_call(name, args, kwargs), hint=hint, rtol=rtol, atol=atol)
 
 
@@ -374,7 +457,7 @@ def check_gradient(grad_fn, loss_fn, cases, *, hint="", rtol=1e-5, atol=1e-7, fo
         x = args[0].detach().clone().requires_grad_(True)
         loss_fn(x, *args[1:], **kwargs).backward()
         call = f"{describe_call(name, args, kwargs)}   [case: {label}]"
-        got = _run_student(grad_fn, args, kwargs, forbidden, name, call)
+        got, _ = _run_student(grad_fn, args, kwargs, forbidden, name, call)
         check_close(got, x.grad, call=call, hint=hint, rtol=rtol, atol=atol)
 
 

@@ -33,6 +33,7 @@ class Exercise:
     function: str                                # the name the student defines in the notebook
     wrong: dict = field(default_factory=dict)    # label -> implementation the tests must reject
     right: dict = field(default_factory=dict)    # label -> implementation the tests must accept
+    differentiable: bool = False                 # a loss a model is trained through: its gradients are graded
 
 
 def mutant_tests(module):
@@ -93,6 +94,28 @@ def mutant_tests(module):
         assert not zeroed, f"{test_id} accepts a {function} that zeroes its input after computing the right answer"
         pytest.skip(f"{function} is given no floating tensor in its test cell")
 
+    differentiable = [(t, e.function) for t, e in exercises.items() if e.differentiable]
+
+    @pytest.mark.parametrize("test_id, function", differentiable, ids=[d[0] for d in differentiable])
+    def test_the_right_values_with_half_the_gradient_are_rejected(test_id, function):
+        """A loss whose values are right but whose gradient is not (half of it computed from detached inputs, as
+        when a branch is .detach()ed by mistake) trains the wrong model: its test cell must check gradients."""
+        notebook = load_exercises(assignment)
+        solution = notebook.namespace[function]
+
+        def half_detached(*args, **kwargs):
+            detached = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
+            both = solution(*args, **kwargs), solution(*detached, **{k: v.detach() if isinstance(v, torch.Tensor)
+                                                                     else v for k, v in kwargs.items()})
+            if isinstance(both[0], torch.Tensor):
+                return (both[0] + both[1]) / 2
+            return type(both[0])((a + b) / 2 if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+                                 for a, b in zip(*both))
+
+        with pytest.raises(AssertionError) as failed:
+            notebook.run_test(test_id, **{function: half_detached})
+        assert "gradient" in str(failed.value), f"rejected, but not for its gradient:\n{failed.value}"
+
     @pytest.mark.parametrize("test_id, function, label, impl", right, ids=[f"{r[0]}-{r[2]}" for r in right])
     def test_correct_alternative_is_accepted(test_id, function, label, impl):
         load_exercises(assignment).run_test(test_id, **{function: impl})
@@ -106,3 +129,5 @@ def mutant_tests(module):
         test_the_right_answer_that_then_zeroes_its_input_is_rejected
     module["test_an_answer_of_the_wrong_kind_fails_a_check_and_does_not_crash_the_test"] = \
         test_an_answer_of_the_wrong_kind_fails_a_check_and_does_not_crash_the_test
+    module["test_the_right_values_with_half_the_gradient_are_rejected"] = \
+        test_the_right_values_with_half_the_gradient_are_rejected

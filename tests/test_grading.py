@@ -166,6 +166,46 @@ def test_a_student_function_that_changes_its_input_is_rejected_and_cannot_change
         torch.tensor([[math.nan, 0.0], [-math.inf, 1.0]]),))], atol=1e-6)  # nan == nan, for this check
 
 
+class _WrongBackward(torch.autograd.Function):
+    """logsumexp with the right value and a backward that forgets the upstream gradient (returns softmax alone)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return stable_lse(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return torch.softmax(x, -1)
+
+
+GRADIENT_CASES = [("ordinary", (X,)), ("x by keyword", (), {"x": X}), ("extreme: values only", (X * 1e4,))]
+
+
+@pytest.mark.parametrize("student, says", [
+    (lambda x, dim=-1: stable_lse(x.detach(), dim), "with no autograd graph"),
+    (lambda x, dim=-1: (stable_lse(x, dim) + stable_lse(x.detach(), dim)) / 2, "[gradient of argument 1"),
+    (lambda x, dim=-1: _WrongBackward.apply(x), "[gradient of argument 1"),  # ignores the upstream gradient
+    (lambda x, dim=-1: stable_lse(x.detach(), dim).requires_grad_(), "no gradient: your result does not depend"),
+])
+def test_a_loss_with_right_values_and_a_wrong_gradient_is_rejected(student, says):
+    with pytest.raises(grading.CheckFailed) as failed:
+        grading.check_against_reference(student, ref.logsumexp, GRADIENT_CASES, gradients=("x",), name="logsumexp")
+    assert says in str(failed.value), failed.value
+
+
+def test_a_right_gradient_is_accepted_and_the_edges_of_the_domain_are_checked_on_values_only():
+    grading.check_against_reference(stable_lse, ref.logsumexp, GRADIENT_CASES, gradients=("x",))
+    grading.check_against_reference(lambda x, dim=-1: stable_lse(x.double(), dim).float(), ref.logsumexp,
+                                    [("bfloat16", (X.bfloat16(),))], rtol=1e-2, atol=1e-2, gradients=("x",))
+
+    # where correct implementations may disagree on the gradient (a -inf entry, a saturated softmax), only values
+    half = lambda x, dim=-1: (stable_lse(x, dim) + stable_lse(x.detach(), dim)) / 2  # noqa: E731
+    edges = [("masked", (X.masked_fill(X < -0.5, -math.inf),)), ("extreme", (X * 1e4,)), ("a zero", (X * 0,))]
+    grading.check_against_reference(half, ref.logsumexp, edges, gradients=("x",))
+
+
 @pytest.mark.parametrize("returned, detail", [
     (None, "forget to `return`"),
     (torch.zeros(3), "shape (3,) but expected shape ()"),

@@ -337,7 +337,7 @@ def gnll_where_clamp(mean, target, var, full=False, eps=1e-6, reduction="mean"):
 
 
 EXERCISES = {
-    "test_categorical_nll": Exercise("categorical_nll", wrong={
+    "test_categorical_nll": Exercise("categorical_nll", differentiable=True, wrong={
         "wrong sign": cat_wrong_sign,
         "log base 2": cat_log2,
         "probability of the argmax class, not the target": cat_argmax_class,
@@ -350,7 +350,7 @@ EXERCISES = {
         "gather and squeeze": cat_gather,
         "masked sum in float64": cat_masked_sum_fp64,
     }),
-    "test_binary_cross_entropy": Exercise("binary_cross_entropy", wrong={
+    "test_binary_cross_entropy": Exercise("binary_cross_entropy", differentiable=True, wrong={
         "wrong sign": bce_wrong_sign,
         "log base 2": bce_log2,
         "missing (1 - y) term": bce_missing_negative_class,
@@ -363,7 +363,7 @@ EXERCISES = {
         "float64 arithmetic": bce_in_fp64,
         "torch.maximum and log(1 - p)": bce_maximum_and_log_one_minus,
     }),
-    "test_binary_cross_entropy_with_logits": Exercise("binary_cross_entropy_with_logits", wrong={
+    "test_binary_cross_entropy_with_logits": Exercise("binary_cross_entropy_with_logits", differentiable=True, wrong={
         "naive sigmoid then log": bcel_naive_sigmoid_then_log,
         "naive sigmoid then torch-style clamped BCE": bcel_naive_clamped_like_torch,
         "naive sigmoid with probabilities clipped to [1e-7, 1 - 1e-7]": bcel_naive_eps_clip,
@@ -389,7 +389,7 @@ EXERCISES = {
         "stable sigmoid from exp and log1p in float64": grad_fp64_exp,
         "sigmoid via tanh": grad_tanh_form,
     }),
-    "test_mse": Exercise("mse", wrong={
+    "test_mse": Exercise("mse", differentiable=True, wrong={
         "absolute error": mse_abs,
         "sum where the mean is asked": mse_sum_for_mean,
         "root mean squared error": mse_rmse,
@@ -400,7 +400,7 @@ EXERCISES = {
         "diff * diff in float64": mse_product_fp64,
         "(target - pred).pow(2)": mse_pow,
     }),
-    "test_gaussian_nll": Exercise("gaussian_nll", wrong={
+    "test_gaussian_nll": Exercise("gaussian_nll", differentiable=True, wrong={
         "log variance term forgotten": gnll_no_log_var,
         "factor 1/2 forgotten": gnll_no_half,
         "var treated as the standard deviation": gnll_var_as_std,

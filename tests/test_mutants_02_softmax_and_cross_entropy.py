@@ -505,7 +505,7 @@ def focal_via_lse_and_expm1(logits, targets, gamma=2.0, ignore_index=-100, reduc
 
 
 EXERCISES = {
-    "test_softmax": Exercise("softmax", wrong={
+    "test_softmax": Exercise("softmax", differentiable=True, wrong={
         "no max subtraction": softmax_no_max_shift,
         "temperature multiplied instead of divided": softmax_temperature_multiplied,
         "always normalizes over the last axis": softmax_always_last_axis,
@@ -518,7 +518,7 @@ EXERCISES = {
         "float64 arithmetic": softmax_float64,
         "exp(x - logsumexp(x))": softmax_exp_of_log_probs,
     }),
-    "test_logsumexp": Exercise("logsumexp", wrong={
+    "test_logsumexp": Exercise("logsumexp", differentiable=True, wrong={
         "no max subtraction": logsumexp_no_max_shift,
         "max not handled for all -inf slices": logsumexp_max_not_finite_checked,
         "forgets to add the max back": logsumexp_forgets_max,
@@ -530,7 +530,7 @@ EXERCISES = {
         "max plus log1p of the rest": logsumexp_max_plus_log1p,
         "float64 arithmetic": logsumexp_float64,
     }),
-    "test_log_softmax": Exercise("log_softmax", wrong={
+    "test_log_softmax": Exercise("log_softmax", differentiable=True, wrong={
         "log of the naive softmax": log_softmax_log_of_naive_softmax,
         "log of the stable softmax (underflow)": log_softmax_log_of_stable_softmax,
         "subtracts only the max": log_softmax_only_subtracts_max,
@@ -542,7 +542,7 @@ EXERCISES = {
         "float64 arithmetic": log_softmax_float64,
         "x - (max + log1p of the rest)": log_softmax_via_log1p,
     }),
-    "test_cross_entropy": Exercise("cross_entropy", wrong={
+    "test_cross_entropy": Exercise("cross_entropy", differentiable=True, wrong={
         "mean over all positions including ignored ones": ce_mean_over_all_positions,
         "label smoothing spread over the C - 1 other classes": ce_smoothing_over_other_classes,
         "base-2 log (bits)": ce_base2,
@@ -559,7 +559,7 @@ EXERCISES = {
         "gather of float64 log-probs": ce_gather_float64,
         "logsumexp minus the target logit": ce_lse_minus_target_logit,
     }),
-    "test_per_sequence_cross_entropy": Exercise("per_sequence_cross_entropy", wrong={
+    "test_per_sequence_cross_entropy": Exercise("per_sequence_cross_entropy", differentiable=True, wrong={
         "divides by the padded length T": per_sequence_divides_by_length,
         "sum instead of mean per sequence": per_sequence_sum_not_mean,
         "token mean copied to every sequence": per_sequence_token_mean_repeated,
@@ -582,7 +582,7 @@ EXERCISES = {
         "float64 softmax minus smoothed target": grad_float64,
         "scatter-built target": grad_scatter_onehot,
     }),
-    "test_focal_loss": Exercise("focal_loss", wrong={
+    "test_focal_loss": Exercise("focal_loss", differentiable=True, wrong={
         "gamma not applied (plain cross-entropy)": focal_without_gamma,
         "p_t^gamma instead of (1 - p_t)^gamma": focal_pt_to_the_gamma,
         "mean over all positions including ignored ones": focal_mean_over_all_positions,

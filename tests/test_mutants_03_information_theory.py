@@ -358,7 +358,7 @@ def bpc_float64_masked_fill(token_nll, num_characters, mask=None):
 
 
 EXERCISES = {
-    "test_entropy": Exercise("entropy", wrong={
+    "test_entropy": Exercise("entropy", differentiable=True, wrong={
         "log2 whatever the base": entropy_log2_for_every_base,
         "minus sign missing": entropy_no_minus_sign,
         "0 * log 0 = nan": entropy_nan_from_0_log_0,
@@ -375,7 +375,7 @@ EXERCISES = {
         "nan_to_num of p log p": entropy_nan_to_num,
         "bits with where, then converted": entropy_bits_then_converted,
     }),
-    "test_cross_entropy_of_distributions": Exercise("cross_entropy_of_distributions", wrong={
+    "test_cross_entropy_of_distributions": Exercise("cross_entropy_of_distributions", differentiable=True, wrong={
         "arguments swapped (-sum q log p)": ce_arguments_swapped,
         "minus sign missing": ce_no_minus_sign,
         "0 * log 0 = nan": ce_nan_from_zero_terms,
@@ -391,7 +391,7 @@ EXERCISES = {
         "where on the product": ce_where_on_the_product,
         "float64 with masked_fill": ce_float64_masked_fill,
     }),
-    "test_kl_divergence": Exercise("kl_divergence", wrong={
+    "test_kl_divergence": Exercise("kl_divergence", differentiable=True, wrong={
         "arguments swapped (KL(q || p))": kl_arguments_swapped,
         "minus sign flipped": kl_no_minus_sign,
         "0 * log(0 / q) = nan": kl_nan_from_zero_terms,

@@ -511,7 +511,7 @@ EXERCISES = {
         "torch.where on the mask": backward_where,
         "float64 arithmetic": backward_float64,
     }),
-    "test_label_smoothed_cross_entropy": Exercise("label_smoothed_cross_entropy", wrong={
+    "test_label_smoothed_cross_entropy": Exercise("label_smoothed_cross_entropy", differentiable=True, wrong={
         "epsilon spread over the C - 1 other classes": ls_over_other_classes,
         "forgets the (1 - eps) on the cross-entropy": ls_forgets_one_minus_epsilon,
         "KL(u || p) without the log C": ls_kl_without_log_c,

@@ -434,7 +434,7 @@ def rb_named_steps(x, sublayer, norm, placement):
 
 
 EXERCISES = {
-    "test_batchnorm": Exercise("batchnorm", wrong={
+    "test_batchnorm": Exercise("batchnorm", differentiable=True, wrong={
         "unbiased variance used to normalise": bn_unbiased_variance_to_normalise,
         "biased variance in the running average": bn_biased_variance_in_running_average,
         "eps outside the sqrt": bn_eps_outside_sqrt,
@@ -453,7 +453,7 @@ EXERCISES = {
         "float64 with explicit sums": bn_float64_with_explicit_sums,
         "channels-last flatten with var_mean": bn_channels_last_with_var_mean,
     }),
-    "test_layernorm": Exercise("layernorm", wrong={
+    "test_layernorm": Exercise("layernorm", differentiable=True, wrong={
         "unbiased variance": ln_unbiased_variance,
         "eps outside the sqrt": ln_eps_outside_sqrt,
         "statistics over the batch axis": ln_over_the_batch_axis,
@@ -466,7 +466,7 @@ EXERCISES = {
         "var_mean and rsqrt": ln_var_mean_and_rsqrt,
         "float64 centred second moment": ln_float64_centred_second_moment,
     }),
-    "test_rmsnorm": Exercise("rmsnorm", wrong={
+    "test_rmsnorm": Exercise("rmsnorm", differentiable=True, wrong={
         "subtracts the mean": rms_subtracts_the_mean,
         "eps outside the sqrt": rms_eps_outside_sqrt,
         "sum of squares instead of the mean": rms_sum_instead_of_mean,
@@ -493,7 +493,7 @@ EXERCISES = {
         "explicit float64 Jacobian": lnb_explicit_jacobian_float64,
         "sums instead of means": lnb_sums_instead_of_means,
     }),
-    "test_residual_block": Exercise("residual_block", wrong={
+    "test_residual_block": Exercise("residual_block", differentiable=True, wrong={
         "always pre-norm (post written as pre)": rb_always_pre,
         "always post-norm": rb_always_post,
         "placements swapped": rb_placements_swapped,

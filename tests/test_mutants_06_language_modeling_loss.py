@@ -365,7 +365,7 @@ def sample_inverse_cdf(logits, temperature=1.0, top_k=None, generator=None):
 
 
 EXERCISES = {
-    "test_lm_loss": Exercise("lm_loss", wrong={
+    "test_lm_loss": Exercise("lm_loss", differentiable=True, wrong={
         "padding counted": lm_loss_counts_padding,
         "targets not shifted": lm_loss_targets_not_shifted,
         "shifted the wrong way": lm_loss_shifted_the_wrong_way,
@@ -382,7 +382,7 @@ EXERCISES = {
         "boolean indexing, then a stable logsumexp": lm_loss_boolean_indexing_first,
         "per-sequence sums over the total count": lm_loss_sequence_sums_over_total,
     }),
-    "test_sequence_log_likelihood": Exercise("sequence_log_likelihood", wrong={
+    "test_sequence_log_likelihood": Exercise("sequence_log_likelihood", differentiable=True, wrong={
         "averaged instead of summed": sll_averaged,
         "negated (returns the NLL)": sll_negated,
         "padding counted": sll_counts_padding,

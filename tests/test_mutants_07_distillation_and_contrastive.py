@@ -341,7 +341,7 @@ def bt_two_way_logsumexp(r_chosen, r_rejected, reduction="mean"):
 
 
 EXERCISES = {
-    "test_kd_loss": Exercise("kd_loss", wrong={
+    "test_kd_loss": Exercise("kd_loss", differentiable=True, wrong={
         "T squared forgotten": kd_forgets_t_squared,
         "multiplied by T once": kd_multiplies_by_t_once,
         "divided by T squared": kd_divides_by_t_squared,
@@ -359,7 +359,7 @@ EXERCISES = {
         "logsumexp and masked_fill": kd_via_logsumexp,
         "flattened rows in float64": kd_flatten_rows_float64,
     }),
-    "test_distillation_objective": Exercise("distillation_objective", wrong={
+    "test_distillation_objective": Exercise("distillation_objective", differentiable=True, wrong={
         "alpha on the wrong term": obj_alpha_swapped,
         "cross-entropy at temperature T": obj_ce_at_temperature,
         "KD term without T squared": obj_kd_without_t_squared,
@@ -371,7 +371,7 @@ EXERCISES = {
         "explicit log-softmax CE and logsumexp KD": obj_explicit,
         "F.cross_entropy and lerp": obj_f_cross_entropy_and_own_kd,
     }),
-    "test_nt_xent": Exercise("nt_xent", wrong={
+    "test_nt_xent": Exercise("nt_xent", differentiable=True, wrong={
         "self-similarity not masked": nt_no_diagonal_mask,
         "diagonal set to 0 instead of -inf": nt_diagonal_set_to_zero,
         "positive at index i (itself)": nt_self_as_positive,
@@ -386,7 +386,7 @@ EXERCISES = {
         "explicit logsumexp minus positive": nt_explicit_logsumexp,
         "row by row with a -1e9 mask": nt_loop_with_big_negative_mask,
     }),
-    "test_bradley_terry_loss": Exercise("bradley_terry_loss", wrong={
+    "test_bradley_terry_loss": Exercise("bradley_terry_loss", differentiable=True, wrong={
         "naive -log(sigmoid(d)) (inf at d = -1000)": bt_naive_log_sigmoid,
         "naive log1p(exp(-d)) (overflows)": bt_naive_log1p_exp,
         "margin sign flipped": bt_margin_sign_flipped,

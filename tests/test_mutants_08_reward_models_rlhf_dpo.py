@@ -416,7 +416,7 @@ def step_detached_reference(policy, reference, batch, optimizer, beta):
 
 EXERCISES = {
     "test_bradley_terry_loss": Exercise(
-        "bradley_terry_loss",
+        "bradley_terry_loss", differentiable=True,
         wrong={"sign flipped": bt_sign_flipped, "log of sigmoid": bt_log_of_sigmoid,
                "log1p(exp(-d)) overflows": bt_log1p_exp_overflows, "calls F.logsigmoid": bt_calls_logsigmoid,
                "always the mean": bt_always_mean, "half precision arithmetic": bt_in_half_precision},
@@ -430,14 +430,14 @@ EXERCISES = {
                "log(0) clamped to log(1e-30)": op_log_zero_clamped},
         right={"exp of log_softmax": op_log_softmax_exp, "max subtracted by hand": op_max_subtracted_by_hand}),
     "test_sequence_logprobs": Exercise(
-        "sequence_logprobs",
+        "sequence_logprobs", differentiable=True,
         wrong={"prompt tokens counted": sl_prompt_counted, "padding counted": sl_padding_counted,
                "mask off by one": sl_mask_off_by_one, "no shift": sl_no_shift, "averaged not summed": sl_averaged,
                "log of softmax": sl_log_of_softmax, "calls F.cross_entropy": sl_calls_cross_entropy,
                "detached": sl_detached},
         right={"logsumexp by hand": sl_logsumexp_by_hand, "loop over positions": sl_loop_over_positions}),
     "test_dpo_loss": Exercise(
-        "dpo_loss",
+        "dpo_loss", differentiable=True,
         wrong={"sign flipped": dpo_sign_flipped, "reference dropped": dpo_reference_dropped,
                "reference added": dpo_reference_added, "beta applied twice": dpo_beta_twice,
                "rewards not detached": dpo_rewards_not_detached, "rewards without beta": dpo_rewards_without_beta,
@@ -446,7 +446,7 @@ EXERCISES = {
                "mean loss": dpo_mean_loss, "calls F.logsigmoid": dpo_calls_logsigmoid},
         right={"through the implicit rewards": dpo_via_rewards, "in float64": dpo_in_float64}),
     "test_ipo_loss": Exercise(
-        "ipo_loss",
+        "ipo_loss", differentiable=True,
         wrong={"target 1 / beta": ipo_target_one_over_beta, "target beta / 2": ipo_target_beta_over_two,
                "beta times h": ipo_beta_times_h, "absolute value": ipo_absolute_not_squared,
                "target added": ipo_target_added, "mean over pairs": ipo_mean,
