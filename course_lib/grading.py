@@ -215,9 +215,18 @@ def _check_outputs(actual, expected, *, call, hint, rtol, atol):
 
 
 def _clone(value, requires_grad=False):
+    """A copy with the same values and the same layout (strides; any gap between rows holds nan, or 0)."""
     if not isinstance(value, torch.Tensor):
         return value
-    return value.detach().clone().requires_grad_(requires_grad and value.is_floating_point())
+    value = value.detach()
+    if value.is_contiguous() or any(stride == 0 for stride, size in zip(value.stride(), value.shape) if size > 1):
+        copy = value.clone()  # an expanded tensor (stride 0) cannot be written through: its values are copied
+    else:
+        extent = 1 + sum((size - 1) * stride for size, stride in zip(value.shape, value.stride()))
+        memory = torch.full((extent if value.numel() else 0,), math.nan if value.is_floating_point() else 0,
+                            dtype=value.dtype, device=value.device)
+        copy = memory.as_strided(value.shape, value.stride()).copy_(value)
+    return copy.requires_grad_(requires_grad and value.is_floating_point())
 
 
 def _unpack(case):
@@ -295,6 +304,8 @@ def check_against_reference(student_fn, reference_fn, cases, *, hint="", rtol=1e
     forbidden: torch op names or functions the student must not call (see ``from_scratch``).
     gradients: the names of the arguments (as the reference spells them) a loss must be differentiable in: the
     gradient of each, through the student's result, must be the reference's (see ``_check_gradients``).
+    Every case is called twice, as given and with each tensor of two or more rows as a view of wider rows (the same
+    values, not contiguous, see ``_padded_rows``): the result must not depend on the layout.
     """
     name = name or getattr(student_fn, "__name__", "your function")
     for case in cases:
@@ -311,6 +322,26 @@ def check_against_reference(student_fn, reference_fn, cases, *, hint="", rtol=1e
             theirs = {key: ref_args[key] if isinstance(key, int) else ref_kwargs[key] for key in leaves}
             _check_gradients(got, leaves, want, theirs, name=name, call=call, rtol=rtol,
                              temperature=kwargs.get("temperature", 1.0))
+        twins = [_padded_rows(a) for a in args], {k: _padded_rows(v) for k, v in kwargs.items()}
+        if any(t is not a for t, a in zip(twins[0] + list(twins[1].values()), list(args) + list(kwargs.values()))):
+            again = f"{call}   [the same inputs as views of wider rows: x.stride(-2) > x.shape[-1]]"
+            got, _ = _run_student(student_fn, *twins, forbidden, name, again)
+            check_close(got, want, call=again, rtol=rtol, atol=atol,
+                        hint="a tensor's layout is not its value: a view of every other row, or of the first V "
+                             "columns of a wider buffer, is not contiguous. .view() needs contiguous memory (use "
+                             ".reshape()); a kernel must step rows by x.stride(0), not V, and read no column past V")
+
+
+def _padded_rows(value):
+    """The same values as a view of rows one element wider, the extra column nan (0 for integers): a layout a
+    kernel that steps rows by V, or reads past the last column, gets wrong, and .view(-1) refuses. Tensors with
+    fewer than two rows or dimensions are returned as they are."""
+    if not isinstance(value, torch.Tensor) or value.dim() < 2 or value.shape[-2] < 2 or value.shape[-1] < 1:
+        return value
+    wider = torch.full((*value.shape[:-1], value.shape[-1] + 1), math.nan if value.is_floating_point() else 0,
+                       dtype=value.dtype, device=value.device)
+    wider[..., :-1] = value.detach()
+    return wider[..., :-1]
 
 
 def _passed_as(names, reference_fn, args, kwargs):

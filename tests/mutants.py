@@ -47,6 +47,11 @@ def mutant_tests(module):
         for test_id, exercise in exercises.items():
             assert len(exercise.wrong) >= MIN_WRONG, f"{test_id}: only {len(exercise.wrong)} wrong implementations"
             assert len(exercise.right) >= MIN_RIGHT, f"{test_id}: no correct alternative"
+            # a loss said to be differentiable has its gradients graded (proved by the half-gradient mutant), and
+            # a test cell that grades gradients says so here, so that mutant is run against it
+            graded_gradients = "gradients=" in load_exercises(assignment).tests[test_id]
+            assert graded_gradients == exercise.differentiable, \
+                f"{test_id}: differentiable={exercise.differentiable}, but gradients graded: {graded_gradients}"
 
     def test_solution_passes(test_id):
         load_exercises(assignment).run_test(test_id)

@@ -50,6 +50,9 @@ def touches(x):
 def zeroes(x):
     x.zero_()
     return x.sum()
+
+def strides(x):
+    return torch.tensor(x.stride())
 '''
 # The student's kernel holds the student's edition of course_lib only: what it finds of a reference.
 STUDENT_LOOKS_FOR_THE_REFERENCE = '''
@@ -138,11 +141,13 @@ for attempt in (by_name, by_reading_its_file, by_import_at_call_time, by_oracle)
 ''',
     "purity": '''
 import math, torch
+from course_lib import grading
 for fn in (reads, touches, zeroes):
     x = torch.tensor([1.0, math.nan, math.inf])
     version = x._version
     fn(x)
     print(fn.__name__, "version moved", x._version != version, "values", x.tolist())
+print("strides there", strides(grading._padded_rows(torch.zeros(3, 4))).tolist())
 ''',
     "replace": '''
 import torch
@@ -214,13 +219,14 @@ def test_a_graded_call_cannot_reach_the_reference_whatever_the_students_kernel_d
     assert "by_name refused: FromScratchViolation course_lib.mle.mse is the course's reference" in out["stdout"], out
 
 
-def test_a_call_changes_its_tensor_arguments_here_exactly_when_it_changed_them_there(kernel):
+def test_a_call_changes_its_tensor_arguments_here_exactly_when_it_changed_them_there_and_gets_their_layout(kernel):
     """What the purity check reads: a nan the student only read is not a change (torch.equal says nan != nan), an
     in-place op that left the values is one (the version counter moves here as it moved there)."""
     out = run(kernel, TEST_CELLS["purity"])["stdout"]
     assert "reads version moved False values [1.0, nan, inf]" in out, out
     assert "touches version moved True values [1.0, nan, inf]" in out, out
     assert "zeroes version moved True values [0.0, 0.0, 0.0]" in out, out
+    assert "strides there [5, 1]" in out, out  # a layout the checks give (a view of wider rows) arrives as it is
 
 
 def test_the_students_kernel_holds_no_reference(kernel):

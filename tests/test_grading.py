@@ -206,6 +206,25 @@ def test_a_right_gradient_is_accepted_and_the_edges_of_the_domain_are_checked_on
     grading.check_against_reference(half, ref.logsumexp, edges, gradients=("x",))
 
 
+def test_every_case_is_also_given_as_views_of_wider_rows():
+    def by_memory(x, dim=-1):  # right on contiguous rows only: it reads the storage as if rows were x.shape[-1] long
+        flat = torch.as_strided(x, (x.numel(),), (1,))
+        return stable_lse(flat.reshape(x.shape), dim)
+
+    def views(x, dim=-1):
+        return stable_lse(x.view(-1).reshape(x.shape), dim)  # .view(-1) needs contiguous memory
+
+    grading.check_against_reference(stable_lse, ref.logsumexp, [("ordinary", (X,))])
+    for wrong, says in ((by_memory, "first mismatch"), (views, "raised RuntimeError: view size is not compatible")):
+        with pytest.raises(grading.CheckFailed) as failed:
+            grading.check_against_reference(wrong, ref.logsumexp, [("ordinary", (X,))], name="logsumexp")
+        assert "[the same inputs as views of wider rows" in str(failed.value) and says in str(failed.value)
+    wider = grading._padded_rows(X)
+    assert wider.stride() == (X.shape[1] + 1, 1) and torch.equal(wider, X)
+    copy = grading._clone(wider)  # what the student's function is given: the same layout, a gap of nan
+    assert copy.stride() == wider.stride() and torch.equal(copy, X) and copy.untyped_storage().nbytes() > X.nbytes
+
+
 @pytest.mark.parametrize("returned, detail", [
     (None, "forget to `return`"),
     (torch.zeros(3), "shape (3,) but expected shape ()"),

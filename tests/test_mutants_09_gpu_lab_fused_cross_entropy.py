@@ -65,8 +65,9 @@ def _lse_launcher(bug):
     def online_logsumexp(x, block_size=None):
         N, V = x.shape
         out = torch.empty(N, dtype=torch.float32, device=x.device)
-        if N:
-            _lse_variant[(N,)](x, out, x.stride(0), V, BLOCK=_block(V, block_size), BUG=bug)
+        if N:  # a kernel that steps rows by V reads the wrong rows of a view of wider rows (in bounds: fewer, shorter)
+            row_stride = V if bug == "rows stepped by V" else x.stride(0)
+            _lse_variant[(N,)](x, out, row_stride, V, BLOCK=_block(V, block_size), BUG=bug)
         return out
     return online_logsumexp
 
@@ -243,7 +244,7 @@ def _backward_launcher(bug):
 
 
 @triton.jit
-def _backward_row_weights(z_ptr, y_ptr, lse_ptr, w_ptr, grad_ptr, row_stride, V, BLOCK: tl.constexpr):
+def _backward_row_weights(z_ptr, y_ptr, lse_ptr, w_ptr, grad_ptr, row_stride, grad_stride, V, BLOCK: tl.constexpr):
     """Per-row weights from the launcher (0 for ignored rows); softmax first, the -1 at the target stored after."""
     row = tl.program_id(0).to(tl.int64)
     y = tl.load(y_ptr + row)
@@ -252,11 +253,11 @@ def _backward_row_weights(z_ptr, y_ptr, lse_ptr, w_ptr, grad_ptr, row_stride, V,
     for start in range(0, V, BLOCK):
         cols = start + tl.arange(0, BLOCK)
         z = tl.load(z_ptr + row * row_stride + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
-        tl.store(grad_ptr + row * row_stride + cols, (tl.exp(z - lse) * w).to(grad_ptr.dtype.element_ty),
+        tl.store(grad_ptr + row * grad_stride + cols, (tl.exp(z - lse) * w).to(grad_ptr.dtype.element_ty),
                  mask=cols < V)
     inside = (y >= 0) & (y < V)
-    p_y = tl.load(grad_ptr + row * row_stride + y, mask=inside, other=0.0).to(tl.float32)
-    tl.store(grad_ptr + row * row_stride + y, (p_y - w).to(grad_ptr.dtype.element_ty), mask=inside & (w != 0))
+    p_y = tl.load(grad_ptr + row * grad_stride + y, mask=inside, other=0.0).to(tl.float32)
+    tl.store(grad_ptr + row * grad_stride + y, (p_y - w).to(grad_ptr.dtype.element_ty), mask=inside & (w != 0))
 
 
 def backward_row_weights(logits, targets, lse, ignore_index=-100, reduction="mean", inplace=False, block_size=None):
@@ -266,8 +267,8 @@ def backward_row_weights(logits, targets, lse, ignore_index=-100, reduction="mea
     weights = torch.where(keep, scale, 0.0).to(torch.float32)
     grad = logits if inplace else torch.empty_like(logits)
     if N:
-        _backward_row_weights[(N,)](logits, targets, lse.float(), weights, grad, logits.stride(0), V,
-                                    BLOCK=_block(V, block_size))
+        _backward_row_weights[(N,)](logits, targets, lse.float(), weights, grad, logits.stride(0), grad.stride(0),
+                                    V, BLOCK=_block(V, block_size))
     return grad
 
 
@@ -451,6 +452,7 @@ EXERCISES = {
                "padding loaded as 0": _lse_launcher("pad with 0"),
                "bf16 accumulation": _lse_launcher("bf16 accumulation"),
                "running max starts at -inf": _lse_launcher("start at -inf"),
+               "rows stepped by V, not x.stride(0)": _lse_launcher("rows stepped by V"),
                "calls torch.logsumexp": lse_calls_torch_logsumexp},
         right={"two passes (max, then sum)": _lse_with(_lse_two_pass), "base-2 exponentials": _lse_with(_lse_exp2)}),
     "test_cross_entropy_forward": Exercise(
