@@ -123,6 +123,16 @@ def changed_arguments(before, args, kwargs):
     return out
 
 
+def aliases(result, args, kwargs):
+    """Which outputs are a tensor argument itself, as an in-place function returns its input: {output: argument},
+    the output -1 for a single tensor, else its index; the grader hands back its own tensor there."""
+    outputs = {-1: result} if isinstance(result, torch.Tensor) else \
+        dict(enumerate(result)) if isinstance(result, (tuple, list)) else {}
+    inputs = [(k, v) for k, v in list(enumerate(args)) + list(kwargs.items()) if isinstance(v, torch.Tensor)]
+    return {i: k for i, o in outputs.items() if isinstance(o, torch.Tensor) for k, v in inputs
+            if (o.data_ptr(), o.shape, o.stride(), o.dtype) == (v.data_ptr(), v.shape, v.stride(), v.dtype)}
+
+
 def error_reply(error):
     """The student's error for the grader: its type, message, and the student's own frames (none of ours)."""
     kind = "FromScratchViolation" if isinstance(error, grading.FromScratchViolation) else type(error).__name__
@@ -188,6 +198,7 @@ class Server:
                 while len(self.graphs) > 256:
                     self.graphs.pop(next(iter(self.graphs)))
             reply = {"status": "ok", "result": sendable(result), "changed": changed_arguments(before, args, kwargs),
+                     "aliases": {} if keep_graph else aliases(result, args, kwargs),
                      "peak_bytes": memory.peak if measure else 0,
                      "differentiable": [isinstance(o, torch.Tensor) and o.requires_grad for o in outputs]}
         except BaseException as error:  # noqa: B036 - the student's error is reported, not raised here

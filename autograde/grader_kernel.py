@@ -414,7 +414,8 @@ class RemoteFunction:
         reply = self._checked(request, payload, {self.__name__.split(".")[0], *named})
         _add_remote_peak(reply)
         _apply_changes(args, kwargs, reply.get("changed", {}))
-        return reply["result"], call_id, reply.get("differentiable", [])
+        return _aliased(reply["result"], reply.get("aliases", {}), args, kwargs), call_id, \
+            reply.get("differentiable", [])
 
     def backward(self, call_id, grad_outputs):
         reply = self._checked({"op": "backward", "id": call_id}, _dumps((grad_outputs, _measuring()))[0], ())
@@ -504,6 +505,18 @@ def _detached(value):
     if type(value) is dict:
         return {k: _detached(v) for k, v in value.items()}
     return value
+
+
+def _aliased(result, aliases, args, kwargs):
+    """The result with each output that was an argument there (an in-place call's return) this side's argument."""
+    def mine(key):
+        return args[key] if isinstance(key, int) else kwargs[key]
+
+    if -1 in aliases:
+        return mine(aliases[-1])
+    if aliases and isinstance(result, (tuple, list)):
+        return type(result)(mine(aliases[i]) if i in aliases else o for i, o in enumerate(result))
+    return result
 
 
 def _apply_changes(args, kwargs, changed):

@@ -161,6 +161,16 @@ def check_close(actual, expected, *, call, hint="", rtol=1e-5, atol=1e-6):
         _fail(call, describe(actual), describe(expected), hint, detail)
 
 
+def check_same_memory(result, tensor, *, call, hint=""):
+    """Assert ``result`` is ``tensor`` or a view of all of it, the same memory: what an in-place function returns
+    (a copy with the right values would double the memory the in-place version exists to save)."""
+    same = isinstance(result, torch.Tensor) and result.shape == tensor.shape and \
+        result.data_ptr() == tensor.data_ptr() and result.stride() == tensor.stride()
+    if not same:
+        _fail(call, _kind(result) + ("" if not isinstance(result, torch.Tensor) else " in other memory"),
+              f"the tensor it was given, {_kind(tensor)}, itself", hint)
+
+
 def check_frequencies(counts, probabilities, *, call, hint="", sigmas=5.0):
     """Assert category counts from n independent draws match ``probabilities``.
 

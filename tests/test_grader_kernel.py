@@ -53,6 +53,13 @@ def zeroes(x):
 
 def strides(x):
     return torch.tensor(x.stride())
+
+def doubled_in_place(x):
+    return x.mul_(2)
+
+def doubled_copy(x):
+    x.mul_(2)
+    return x.clone()
 '''
 # The student's kernel holds the student's edition of course_lib only: what it finds of a reference.
 STUDENT_LOOKS_FOR_THE_REFERENCE = '''
@@ -148,6 +155,9 @@ for fn in (reads, touches, zeroes):
     fn(x)
     print(fn.__name__, "version moved", x._version != version, "values", x.tolist())
 print("strides there", strides(grading._padded_rows(torch.zeros(3, 4))).tolist())
+for fn in (doubled_in_place, doubled_copy):
+    x = torch.ones(2)
+    print(fn.__name__, "returned the caller's tensor", fn(x) is x, x.tolist())
 ''',
     "replace": '''
 import torch
@@ -227,6 +237,9 @@ def test_a_call_changes_its_tensor_arguments_here_exactly_when_it_changed_them_t
     assert "touches version moved True values [1.0, nan, inf]" in out, out
     assert "zeroes version moved True values [0.0, 0.0, 0.0]" in out, out
     assert "strides there [5, 1]" in out, out  # a layout the checks give (a view of wider rows) arrives as it is
+    # an in-place function's return is the caller's own tensor here too, as in process (a copy is not)
+    assert "doubled_in_place returned the caller's tensor True [2.0, 2.0]" in out, out
+    assert "doubled_copy returned the caller's tensor False [2.0, 2.0]" in out, out
 
 
 def test_the_students_kernel_holds_no_reference(kernel):

@@ -225,6 +225,16 @@ def test_every_case_is_also_given_as_views_of_wider_rows():
     assert copy.stride() == wider.stride() and torch.equal(copy, X) and copy.untyped_storage().nbytes() > X.nbytes
 
 
+def test_check_same_memory_accepts_the_tensor_itself_and_rejects_a_copy():
+    x = torch.zeros(3, 4)
+    grading.check_same_memory(x, x, call="f(x, inplace=True)")
+    grading.check_same_memory(x.view(3, 4), x, call="f(x, inplace=True)")  # a view of all of it is the same memory
+    for wrong, says in ((x.clone(), "in other memory"), (x[:2], "in other memory"), (None, "None (NoneType)")):
+        with pytest.raises(grading.CheckFailed, match=r"expected: the tensor it was given") as failed:
+            grading.check_same_memory(wrong, x, call="f(x, inplace=True)")
+        assert says in str(failed.value)
+
+
 @pytest.mark.parametrize("returned, detail", [
     (None, "forget to `return`"),
     (torch.zeros(3), "shape (3,) but expected shape ()"),

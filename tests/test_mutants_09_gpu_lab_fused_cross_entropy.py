@@ -239,7 +239,7 @@ def _backward_launcher(bug):
         if N:
             _backward_variant[(N,)](logits, targets.contiguous(), lse.contiguous(), grad, logits.stride(0),
                                     grad.stride(0), V, ignore_index, scale, BLOCK=_block(V, block_size), BUG=bug)
-        return grad
+        return grad.clone() if bug == "in place, returns a copy" and inplace else grad
     return cross_entropy_backward
 
 
@@ -328,12 +328,15 @@ class _FusedVariant(torch.autograd.Function):
             else:
                 grad_weight += grad.T @ h
         ctx.save_for_backward(grad_hidden.to(hidden.dtype), grad_weight.to(weight.dtype))
+        ctx.bug = bug
         out_dtype = torch.promote_types(hidden.dtype, torch.float32)
         return (total / denominator if denominator else total / 0.0).to(out_dtype)
 
     @staticmethod
     def backward(ctx, grad_loss):
         grad_hidden, grad_weight = ctx.saved_tensors
+        if ctx.bug == "backward ignores grad_loss":  # right while the loss is backpropagated alone, with 1
+            return grad_hidden, grad_weight, None, None, None, None
         return grad_hidden * grad_loss, grad_weight * grad_loss, None, None, None, None
 
 
@@ -474,6 +477,7 @@ EXERCISES = {
                "no onehot": _backward_launcher("no onehot"),
                "inplace=True ignored": _backward_launcher("inplace ignored"),
                "always in place": _backward_launcher("always in place"),
+               "in place, but returns a copy": _backward_launcher("in place, returns a copy"),
                "calls torch.softmax": backward_calls_softmax},
         right={"per-row weights, target fixed after": backward_row_weights,
                "the reference kernel with a different default block": _backward_launcher("none")}),
@@ -485,6 +489,7 @@ EXERCISES = {
                "d weight overwritten per chunk": _fused("d weight overwritten per chunk"),
                "logits in bf16": _fused("logits in the input dtype"),
                "no max subtraction": _fused("no max subtraction"),
+               "backward ignores the upstream gradient": _fused("backward ignores grad_loss"),
                "calls F.cross_entropy": fused_calls_cross_entropy},
         right={"recompute the logits in backward": fused_recompute_in_backward,
                "float64 throughout": _fused("float64 throughout")}),
