@@ -327,6 +327,7 @@ def check_against_reference(student_fn, reference_fn, cases, *, hint="", rtol=1e
         for key in leaves:  # the reference's own leaves, where the student's gradient is checked
             (ref_args if isinstance(key, int) else ref_kwargs)[key].requires_grad_(True)
         want = reference_fn(*ref_args, **ref_kwargs)
+        _check_kind(got, want, call=call)
         check_close(got, want, call=call, hint=hint, rtol=rtol, atol=atol)
         if leaves:
             theirs = {key: ref_args[key] if isinstance(key, int) else ref_kwargs[key] for key in leaves}
@@ -352,6 +353,23 @@ def _padded_rows(value):
                        dtype=value.dtype, device=value.device)
     wider[..., :-1] = value.detach()
     return wider[..., :-1]
+
+
+def _check_kind(got, want, *, call):
+    """The kind of result the docstring promises, as the reference returns it: a tensor where it returns a tensor
+    (not a Python number), and no autograd graph where it returns a plain number (a metric); each output of a tuple
+    alike."""
+    if isinstance(want, tuple) and isinstance(got, (tuple, list)) and len(got) == len(want):
+        for i, (g, w) in enumerate(zip(got, want)):
+            _check_kind(g, w, call=f"{call}   [output {i}]")
+    elif isinstance(want, torch.Tensor):
+        if not isinstance(got, torch.Tensor):
+            _fail(call, _kind(got), f"a tensor of shape {tuple(want.shape)}", "return a tensor, as the docstring says "
+                  "(no .item() or float(...): a caller may backpropagate through it or keep it on the GPU)")
+    elif isinstance(want, (bool, int, float)) and isinstance(got, torch.Tensor) and got.requires_grad:
+        _fail(call, f"{_kind(got)} with an autograd graph", f"a Python {type(want).__name__} (or a 0-d tensor "
+              "with no graph)", "a metric is a number: .item(), or compute it under torch.no_grad(); a graph kept "
+              "alive holds every activation it was computed from")
 
 
 def _passed_as(names, reference_fn, args, kwargs):
@@ -429,6 +447,7 @@ def check_example(student_fn, args, expected, *, kwargs=None, hint="", rtol=1e-5
     name = name or getattr(student_fn, "__name__", "your function")
     kwargs = kwargs or {}
     got, _ = _run_student(student_fn, args, kwargs, forbidden, name)
+    _check_kind(got, expected, call=describe_call(name, args, kwargs))
     check_close(got, expected, call=describe_call(name, args, kwargs), hint=hint, rtol=rtol, atol=atol)
 
 

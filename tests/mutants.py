@@ -16,6 +16,8 @@ from course_lib import grading
 MIN_WRONG, MIN_RIGHT = 3, 1
 # answers of the wrong kind, which every function exercise's test cell must turn into a failed check (an AssertionError
 # with a message), never into a crash inside the test's own code (a TypeError or AttributeError from its helpers)
+# functions whose docstring allows "a float (or 0-d tensor)"
+NUMBER_ALLOWED = {"06_language_modeling_loss": {"perplexity_from_batch_losses"}}
 WRONG_KINDS = {
     "returns None (a missing return)": lambda *args, **kwargs: None,
     "returns a string": lambda *args, **kwargs: "not a tensor",
@@ -99,6 +101,31 @@ def mutant_tests(module):
         assert not zeroed, f"{test_id} accepts a {function} that zeroes its input after computing the right answer"
         pytest.skip(f"{function} is given no floating tensor in its test cell")
 
+    @pytest.mark.parametrize("test_id, function", [(t, e.function) for t, e in exercises.items()], ids=list(exercises))
+    def test_the_right_answer_as_a_python_number_is_rejected_where_a_tensor_is_promised(test_id, function):
+        """.item() of the right 0-d tensor: the value is right, but a caller cannot backpropagate through it or keep
+        it on its device. Rejected wherever the reference returns a tensor (some docstrings allow a float)."""
+        notebook = load_exercises(assignment)
+        solution, converted = notebook.namespace.get(function), []
+        if not isinstance(solution, types.FunctionType):
+            pytest.skip(f"{function} is not a plain function (a class or a kernel)")
+
+        def as_a_number(*args, **kwargs):
+            result = solution(*args, **kwargs)
+            if isinstance(result, torch.Tensor) and result.dim() == 0:
+                converted.append(True)
+                return result.item()
+            return result
+
+        try:
+            notebook.run_test(test_id, **{function: as_a_number})
+        except AssertionError as failed:
+            assert "a tensor" in str(failed) or "autograd graph" in str(failed), f"rejected, but why?\n{failed}"
+            return
+        if converted:
+            assert NUMBER_ALLOWED.get(assignment, set()) >= {function}, f"{test_id} accepts a Python number"
+        pytest.skip(f"{function} returns no 0-d tensor in its test cell, or may return a float")
+
     differentiable = [(t, e.function) for t, e in exercises.items() if e.differentiable]
 
     @pytest.mark.parametrize("test_id, function", differentiable, ids=[d[0] for d in differentiable])
@@ -136,3 +163,5 @@ def mutant_tests(module):
         test_an_answer_of_the_wrong_kind_fails_a_check_and_does_not_crash_the_test
     module["test_the_right_values_with_half_the_gradient_are_rejected"] = \
         test_the_right_values_with_half_the_gradient_are_rejected
+    module["test_the_right_answer_as_a_python_number_is_rejected_where_a_tensor_is_promised"] = \
+        test_the_right_answer_as_a_python_number_is_rejected_where_a_tensor_is_promised
