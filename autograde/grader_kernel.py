@@ -507,21 +507,23 @@ def _detached(value):
     return value
 
 
+def _argument(args, kwargs, key):
+    """The call's argument at a position (an int) or keyword, as the call server names it in a reply."""
+    return args[key] if isinstance(key, int) else kwargs[key]
+
+
 def _aliased(result, aliases, args, kwargs):
     """The result with each output that was an argument there (an in-place call's return) this side's argument."""
-    def mine(key):
-        return args[key] if isinstance(key, int) else kwargs[key]
-
     if -1 in aliases:
-        return mine(aliases[-1])
+        return _argument(args, kwargs, aliases[-1])
     if aliases and isinstance(result, (tuple, list)):
-        return type(result)(mine(aliases[i]) if i in aliases else o for i, o in enumerate(result))
+        return type(result)(_argument(args, kwargs, aliases[i]) if i in aliases else o for i, o in enumerate(result))
     return result
 
 
 def _apply_changes(args, kwargs, changed):
     for key, (kind, value) in changed.items():
-        target = args[key] if isinstance(key, int) else kwargs[key]
+        target = _argument(args, kwargs, key)
         if kind == "tensor":
             with torch.no_grad():
                 target.copy_(value)

@@ -324,13 +324,12 @@ def check_against_reference(student_fn, reference_fn, cases, *, hint="", rtol=1e
         got, leaves = _run_student(student_fn, args, kwargs, forbidden, name, call,
                                    wrt=_passed_as(gradients, reference_fn, args, kwargs))
         ref_args, ref_kwargs = list(map(_float64, args)), {k: _float64(v) for k, v in kwargs.items()}
-        for key in leaves:  # the reference's own leaves, where the student's gradient is checked
-            (ref_args if isinstance(key, int) else ref_kwargs)[key].requires_grad_(True)
+        # the reference's own leaves, where the student's gradient is checked
+        theirs = {key: (ref_args if isinstance(key, int) else ref_kwargs)[key].requires_grad_(True) for key in leaves}
         want = reference_fn(*ref_args, **ref_kwargs)
         _check_kind(got, want, call=call)
         check_close(got, want, call=call, hint=hint, rtol=rtol, atol=atol)
         if leaves:
-            theirs = {key: ref_args[key] if isinstance(key, int) else ref_kwargs[key] for key in leaves}
             _check_gradients(got, leaves, want, theirs, name=name, call=call, rtol=rtol,
                              temperature=kwargs.get("temperature", 1.0))
         twins = [_padded_rows(a) for a in args], {k: _padded_rows(v) for k, v in kwargs.items()}

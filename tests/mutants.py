@@ -14,10 +14,10 @@ from conftest import load_exercises
 from course_lib import grading
 
 MIN_WRONG, MIN_RIGHT = 3, 1
-# answers of the wrong kind, which every function exercise's test cell must turn into a failed check (an AssertionError
-# with a message), never into a crash inside the test's own code (a TypeError or AttributeError from its helpers)
 # functions whose docstring allows "a float (or 0-d tensor)"
 NUMBER_ALLOWED = {"06_language_modeling_loss": {"perplexity_from_batch_losses"}}
+# answers of the wrong kind, which every function exercise's test cell must turn into a failed check (an AssertionError
+# with a message), never into a crash inside the test's own code (a TypeError or AttributeError from its helpers)
 WRONG_KINDS = {
     "returns None (a missing return)": lambda *args, **kwargs: None,
     "returns a string": lambda *args, **kwargs: "not a tensor",
@@ -38,20 +38,28 @@ class Exercise:
     differentiable: bool = False                 # a loss a model is trained through: its gradients are graded
 
 
+def _plain_solution(notebook, function):
+    """The notebook's own `function`, which a mutant wraps; the test is skipped where it is a class or a kernel."""
+    solution = notebook.namespace.get(function)
+    if not isinstance(solution, types.FunctionType):
+        pytest.skip(f"{function} is not a plain function (a class or a kernel)")
+    return solution
+
+
 def mutant_tests(module):
     assignment, exercises = module["ASSIGNMENT"], module["EXERCISES"]
     wrong = [(t, e.function, label, f) for t, e in exercises.items() for label, f in e.wrong.items()]
     right = [(t, e.function, label, f) for t, e in exercises.items() for label, f in e.right.items()]
 
     def test_every_graded_cell_has_enough_mutants():
-        graded = set(load_exercises(assignment).tests)
-        assert graded == set(exercises), f"graded test cells {sorted(graded)} vs mutants for {sorted(exercises)}"
+        cells = load_exercises(assignment).tests
+        assert set(cells) == set(exercises), f"graded test cells {sorted(cells)} vs mutants for {sorted(exercises)}"
         for test_id, exercise in exercises.items():
             assert len(exercise.wrong) >= MIN_WRONG, f"{test_id}: only {len(exercise.wrong)} wrong implementations"
             assert len(exercise.right) >= MIN_RIGHT, f"{test_id}: no correct alternative"
             # a loss said to be differentiable has its gradients graded (proved by the half-gradient mutant), and
             # a test cell that grades gradients says so here, so that mutant is run against it
-            graded_gradients = "gradients=" in load_exercises(assignment).tests[test_id]
+            graded_gradients = "gradients=" in cells[test_id]
             assert graded_gradients == exercise.differentiable, \
                 f"{test_id}: differentiable={exercise.differentiable}, but gradients graded: {graded_gradients}"
 
@@ -68,8 +76,7 @@ def mutant_tests(module):
     @pytest.mark.parametrize("test_id, function, kind", kinds, ids=[f"{k[0]}-{k[2]}" for k in kinds])
     def test_an_answer_of_the_wrong_kind_fails_a_check_and_does_not_crash_the_test(test_id, function, kind):
         notebook = load_exercises(assignment)
-        if not isinstance(notebook.namespace.get(function), types.FunctionType):
-            pytest.skip(f"{function} is not a plain function (a class or a kernel): it cannot return a wrong kind")
+        _plain_solution(notebook, function)  # a class or a kernel cannot return a wrong kind
         with pytest.raises(AssertionError) as failed:
             notebook.run_test(test_id, **{function: WRONG_KINDS[kind]})
         # the stand-in only returns: a "your code raised" means the test's own code crashed on what came back
@@ -80,9 +87,7 @@ def mutant_tests(module):
         """A function that changes what it is given (a norm layer that corrupts the residual stream) is wrong whatever
         it returns: the solution, then its first floating tensor input zeroed in place."""
         notebook = load_exercises(assignment)
-        solution, zeroed = notebook.namespace.get(function), []
-        if not isinstance(solution, types.FunctionType):
-            pytest.skip(f"{function} is not a plain function (a class or a kernel)")
+        solution, zeroed = _plain_solution(notebook, function), []
 
         def zeroes_its_input(*args, **kwargs):
             result = solution(*args, **kwargs)
@@ -106,9 +111,7 @@ def mutant_tests(module):
         """.item() of the right 0-d tensor: the value is right, but a caller cannot backpropagate through it or keep
         it on its device. Rejected wherever the reference returns a tensor (some docstrings allow a float)."""
         notebook = load_exercises(assignment)
-        solution, converted = notebook.namespace.get(function), []
-        if not isinstance(solution, types.FunctionType):
-            pytest.skip(f"{function} is not a plain function (a class or a kernel)")
+        solution, converted = _plain_solution(notebook, function), []
 
         def as_a_number(*args, **kwargs):
             result = solution(*args, **kwargs)
