@@ -315,7 +315,7 @@ def check_against_reference(student_fn, reference_fn, cases, *, hint="", rtol=1e
     gradients: the names of the arguments (as the reference spells them) a loss must be differentiable in: the
     gradient of each, through the student's result, must be the reference's (see ``_check_gradients``).
     Every case is called twice, as given and with each tensor of two or more rows as a view of wider rows (the same
-    values, not contiguous, see ``_padded_rows``): the result must not depend on the layout.
+    values, not contiguous, see ``_check_on_wider_rows``): the result must not depend on the layout.
     """
     name = name or getattr(student_fn, "__name__", "your function")
     for case in cases:
@@ -332,14 +332,23 @@ def check_against_reference(student_fn, reference_fn, cases, *, hint="", rtol=1e
         if leaves:
             _check_gradients(got, leaves, want, theirs, name=name, call=call, rtol=rtol,
                              temperature=kwargs.get("temperature", 1.0))
-        twins = [_padded_rows(a) for a in args], {k: _padded_rows(v) for k, v in kwargs.items()}
-        if any(t is not a for t, a in zip(twins[0] + list(twins[1].values()), list(args) + list(kwargs.values()))):
-            again = f"{call}   [the same inputs as views of wider rows: x.stride(-2) > x.shape[-1]]"
-            got, _ = _run_student(student_fn, *twins, forbidden, name, again)
-            check_close(got, want, call=again, rtol=rtol, atol=atol,
-                        hint="a tensor's layout is not its value: a view of every other row, or of the first V "
-                             "columns of a wider buffer, is not contiguous. .view() needs contiguous memory (use "
-                             ".reshape()); a kernel must step rows by x.stride(0), not V, and read no column past V")
+        _check_on_wider_rows(student_fn, args, kwargs, want, forbidden=forbidden, name=name, call=call, rtol=rtol,
+                             atol=atol)
+
+
+def _check_on_wider_rows(student_fn, args, kwargs, want, *, forbidden, name, call, rtol, atol):
+    """The call again, each tensor of two or more rows given as a view of wider rows (``_padded_rows``): the same
+    values, not contiguous. Every helper that calls student code on a case does this: the result must be `want` again.
+    """
+    twins = [_padded_rows(a) for a in args], {k: _padded_rows(v) for k, v in kwargs.items()}
+    if all(t is a for t, a in zip(twins[0] + list(twins[1].values()), list(args) + list(kwargs.values()))):
+        return
+    again = f"{call}   [the same inputs as views of wider rows: x.stride(-2) > x.shape[-1]]"
+    got, _ = _run_student(student_fn, *twins, forbidden, name, again)
+    check_close(got, want, call=again, rtol=rtol, atol=atol,
+                hint="a tensor's layout is not its value: a view of every other row, or of the first V columns of a "
+                     "wider buffer, is not contiguous. .view() needs contiguous memory (use .reshape()); a kernel "
+                     "must step rows by x.stride(0), not V, and read no column past V")
 
 
 def _padded_rows(value):
@@ -441,13 +450,17 @@ def check_example(student_fn, args, expected, *, kwargs=None, hint="", rtol=1e-5
                   forbidden=(), name=None):
     """A worked example: ``student_fn(*args, **kwargs)`` must equal ``expected`` (e.g. -log 0.7 = 0.357).
 
-    The default atol of 5e-4 suits values quoted to three decimals.
+    The default atol of 5e-4 suits values quoted to three decimals. As in ``check_against_reference``, the call is
+    made again on views of wider rows (``_check_on_wider_rows``).
     """
     name = name or getattr(student_fn, "__name__", "your function")
     kwargs = kwargs or {}
+    call = describe_call(name, args, kwargs)
     got, _ = _run_student(student_fn, args, kwargs, forbidden, name)
-    _check_kind(got, expected, call=describe_call(name, args, kwargs))
-    check_close(got, expected, call=describe_call(name, args, kwargs), hint=hint, rtol=rtol, atol=atol)
+    _check_kind(got, expected, call=call)
+    check_close(got, expected, call=call, hint=hint, rtol=rtol, atol=atol)
+    _check_on_wider_rows(student_fn, args, kwargs, expected, forbidden=forbidden, name=name, call=call, rtol=rtol,
+                         atol=atol)
 
 
 # ---------------------------------------------------------------- test inputs
@@ -508,7 +521,8 @@ def check_gradient(grad_fn, loss_fn, cases, *, hint="", rtol=1e-5, atol=1e-7, fo
     """Compare an analytic gradient ``grad_fn(x, *rest)`` with autograd of ``loss_fn(x, *rest)`` wrt x.
 
     cases: iterable of (label, args) or (label, args, kwargs); x = args[0] is a floating tensor.
-    forbidden: as in ``check_against_reference`` (e.g. "backward", "grad" to forbid autograd).
+    forbidden: as in ``check_against_reference`` (e.g. "backward", "grad" to forbid autograd). Each case is also
+    given as views of wider rows (``_check_on_wider_rows``).
     """
     name = name or getattr(grad_fn, "__name__", "your gradient")
     for case in cases:
@@ -518,6 +532,8 @@ def check_gradient(grad_fn, loss_fn, cases, *, hint="", rtol=1e-5, atol=1e-7, fo
         call = f"{describe_call(name, args, kwargs)}   [case: {label}]"
         got, _ = _run_student(grad_fn, args, kwargs, forbidden, name, call)
         check_close(got, x.grad, call=call, hint=hint, rtol=rtol, atol=atol)
+        _check_on_wider_rows(grad_fn, args, kwargs, x.grad, forbidden=forbidden, name=name, call=call, rtol=rtol,
+                             atol=atol)
 
 
 def check_gradcheck(fn, *inputs, hint="", name=None):

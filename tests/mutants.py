@@ -129,6 +129,30 @@ def mutant_tests(module):
             assert NUMBER_ALLOWED.get(assignment, set()) >= {function}, f"{test_id} accepts a Python number"
         pytest.skip(f"{function} returns no 0-d tensor in its test cell, or may return a float")
 
+    @pytest.mark.parametrize("test_id, function", [(t, e.function) for t, e in exercises.items()], ids=list(exercises))
+    def test_the_right_answer_that_needs_contiguous_memory_is_rejected(test_id, function):
+        """The solution, after `.view(-1)` of every tensor input of two or more rows: right on a fresh tensor, a crash
+        on a slice of a batch or the first V columns of a padded buffer. Every test cell that gives such tensors must
+        also give them as non-contiguous views (the helpers do, see grading._check_on_wider_rows)."""
+        notebook = load_exercises(assignment)
+        solution, rows, strided = _plain_solution(notebook, function), [], []
+
+        def flattens_with_view(*args, **kwargs):
+            for a in (*args, *kwargs.values()):
+                if isinstance(a, torch.Tensor) and a.dim() >= 2 and a.shape[-2] >= 2:
+                    rows.append(True)
+                    strided.append(not a.is_contiguous())
+                    a.view(-1)  # raises where the memory is not contiguous, as it would inside a solution
+            return solution(*args, **kwargs)
+
+        try:
+            notebook.run_test(test_id, **{function: flattens_with_view})
+        except AssertionError as failed:
+            assert any(strided) and "view" in str(failed), f"rejected, but not for its layout:\n{failed}"
+            return
+        assert not rows, f"{test_id} gives {function} tensors of several rows, but never one that is not contiguous"
+        pytest.skip(f"{function} is given no tensor of two or more rows in its test cell")
+
     differentiable = [(t, e.function) for t, e in exercises.items() if e.differentiable]
 
     @pytest.mark.parametrize("test_id, function", differentiable, ids=[d[0] for d in differentiable])
@@ -164,6 +188,8 @@ def mutant_tests(module):
         test_the_right_answer_that_then_zeroes_its_input_is_rejected
     module["test_an_answer_of_the_wrong_kind_fails_a_check_and_does_not_crash_the_test"] = \
         test_an_answer_of_the_wrong_kind_fails_a_check_and_does_not_crash_the_test
+    module["test_the_right_answer_that_needs_contiguous_memory_is_rejected"] = \
+        test_the_right_answer_that_needs_contiguous_memory_is_rejected
     module["test_the_right_values_with_half_the_gradient_are_rejected"] = \
         test_the_right_values_with_half_the_gradient_are_rejected
     module["test_the_right_answer_as_a_python_number_is_rejected_where_a_tensor_is_promised"] = \

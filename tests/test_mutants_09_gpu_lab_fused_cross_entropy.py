@@ -577,7 +577,17 @@ def test_budget_cell_rejects_a_memory_hungry_fused_loss(label):
                                             fused_linear_cross_entropy=MEMORY_HUNGRY[label])
 
 
-@pytest.mark.parametrize("label", list(MEMORY_HUNGRY))
-def test_memory_hungry_fused_losses_are_still_right(label):
-    """They fail only for memory: Exercise 4's own test accepts them."""
+HOLDS_N_BY_V = ("materialised logits", "autograd over the chunks")  # not fused at all: Exercise 4 rejects them too
+
+
+@pytest.mark.parametrize("label", HOLDS_N_BY_V)
+def test_a_fused_loss_that_holds_the_whole_logits_is_rejected_by_its_own_test(label):
+    with pytest.raises(AssertionError, match="never builds"):
+        load_exercises(ASSIGNMENT).run_test("test_fused_linear_cross_entropy",
+                                            fused_linear_cross_entropy=MEMORY_HUNGRY[label])
+
+
+@pytest.mark.parametrize("label", sorted(set(MEMORY_HUNGRY) - set(HOLDS_N_BY_V)))
+def test_a_fused_loss_over_budget_but_chunked_passes_its_own_test(label):
+    """Three chunk-sized buffers are fused, only wasteful: it fails the budget (Exercise 5), not Exercise 4."""
     load_exercises(ASSIGNMENT).run_test("test_fused_linear_cross_entropy", fused_linear_cross_entropy=MEMORY_HUNGRY[label])
