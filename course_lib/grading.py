@@ -463,6 +463,14 @@ def check_example(student_fn, args, expected, *, kwargs=None, hint="", rtol=1e-5
                          atol=atol)
 
 
+
+def call(student_fn, *args, forbidden=(), name=None, **kwargs):
+    """``student_fn(*args, **kwargs)`` for a test that checks the result itself (a random mask, a statistic): on
+    private copies of the inputs (their layout kept), under the exercise's from-scratch rules, checked to leave its
+    inputs as it was given them. An exception the student's code raises becomes a failed check that names the call."""
+    name = name or getattr(student_fn, "__name__", "your function")
+    return _run_student(student_fn, args, kwargs, forbidden, name)[0]
+
 # ---------------------------------------------------------------- test inputs
 
 def logits_cases(num_classes=5, rows=6, seed=0, dtype=torch.float32):

@@ -421,6 +421,20 @@ def test_a_students_exception_is_a_failed_check_with_the_students_frames_only():
     assert "course_lib/grading.py" not in text and "contextlib" not in text
 
 
+def test_call_hands_back_the_students_result_and_turns_what_goes_wrong_into_a_failed_check():
+    x = torch.randn(4, 3).t()  # not contiguous: the student is given the same layout
+    assert grading.call(lambda t, scale=1.0: (t.is_contiguous(), t * scale), x, scale=2.0)[0] is False
+    assert torch.equal(grading.call(lambda t, scale=1.0: t * scale, x, scale=2.0), 2 * x)
+    with pytest.raises(grading.NotWritten, match="`stub` is not written yet"):
+        grading.call(stub, x)
+    with pytest.raises(grading.StudentRaised, match="raised RuntimeError: view size is not compatible"):
+        grading.call(lambda t: t.view(-1), x, name="flatten")
+    with pytest.raises(grading.CheckFailed, match="changed its input argument 1 in place"):
+        grading.call(lambda t: t.mul_(2), x)
+    with pytest.raises(grading.FromScratchViolation):
+        grading.call(lambda t: torch.softmax(t, -1), x, forbidden=("softmax",))
+
+
 def test_written_names_the_first_exercise_to_write(capsys):
     assert grading.written(raises_inside, stable_lse)
     assert not grading.written(stable_lse, stub, exercise="Exercise 3")
