@@ -55,7 +55,8 @@ def cross_entropy(logits, targets, ignore_index=-100, reduction="mean", label_sm
 def cross_entropy_grad(logits, targets, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """Analytic d cross_entropy / d logits = (softmax(z) - q) * scale, zero on ignored rows.
 
-    scale is 1 for "sum" and 1 / (number of kept tokens) for "mean". logits: (..., C). Returns (..., C).
+    scale is 1 for "sum" and 1 / (number of kept tokens) for "mean"; with no kept token every row is ignored and the
+    gradient is 0, as autograd of the loss gives (of torch's as of ours), not 0 / 0. logits: (..., C). Returns (..., C).
     """
     fn = "cross_entropy_grad"
     if reduction not in ("mean", "sum"):
@@ -65,7 +66,7 @@ def cross_entropy_grad(logits, targets, ignore_index=-100, reduction="mean", lab
     q = _smoothed_targets(y, keep, z.shape[-1], label_smoothing, z.dtype)
     grad = torch.where(keep[:, None], log_softmax(z).exp(), 0.0) - q  # select: an ignored row may hold inf or nan
     if reduction == "mean":
-        grad = grad / keep.sum()
+        grad = grad / keep.sum().clamp(min=1)  # nothing kept: every row is 0 already, and stays 0
     return grad.reshape(logits.shape)
 
 

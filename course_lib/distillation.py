@@ -48,7 +48,8 @@ def kd_loss(student_logits, teacher_logits, temperature=1.0, reduction="batchmea
 
     student_logits, teacher_logits: (..., C), same shape. reduction: "batchmean" (sum over all
     distributions / their number; for (N, C) this is F.kl_div's "batchmean"; (B, L, C) gives the mean
-    per token), "sum", or "none" (shape (...)). -inf teacher logits (masked classes) contribute 0.
+    per token), "sum", or "none" (shape (...)). -inf teacher logits (masked classes) contribute 0; a class only the
+    student masks makes that KL +inf. No distributions ((0, C)): "batchmean" is nan (0 / 0), "sum" 0.
     """
     fn = "kd_loss"
     s, t = _logit_pair(student_logits, teacher_logits, fn)

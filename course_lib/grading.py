@@ -83,8 +83,9 @@ def _raised_by_stub(error):
     return type(error) is NotImplementedError and not str(error)
 
 
-def _student_error(error, name, call):
-    """A student's exception as a failed check: NotWritten for the release's stub, StudentRaised for the rest."""
+def _student_error(error, name, call, hint=""):
+    """A student's exception as a failed check: NotWritten for the release's stub, StudentRaised for the rest (its
+    message, the student's frames, then the call's hint)."""
     if _raised_by_stub(error):
         stub = _stub_name(error)
         if stub and stub != name and not stub.startswith("<"):
@@ -92,7 +93,8 @@ def _student_error(error, name, call):
         return NotWritten(f"`{name}` is not written yet: fill in the cell above")
     _, frames = student_frames(error)
     where = f"\n  where it raised (your code):\n{frames}" if frames else ""
-    return StudentRaised(f"{call}\n  raised {type(error).__name__}: {error}{where}")
+    advice = f"\n  hint: {hint}" if hint else ""
+    return StudentRaised(f"{call}\n  raised {type(error).__name__}: {error}{where}{advice}")
 
 
 # ---------------------------------------------------------------- describing values
@@ -101,6 +103,8 @@ def describe(value, limit=8) -> str:
     """A short, readable description of an argument or a result."""
     if isinstance(value, torch.Tensor):
         dtype = str(value.dtype).replace("torch.", "")
+        if value.numel() == 0:
+            return f"tensor(shape={tuple(value.shape)}, dtype={dtype}, no elements)"
         if value.numel() <= limit:
             exact = value.detach().cpu()
             values = np.array2string(exact.double().numpy() if exact.is_floating_point() else exact.numpy(),
@@ -108,7 +112,10 @@ def describe(value, limit=8) -> str:
             return f"tensor({values}, dtype={dtype})"
         finite = value[torch.isfinite(value)] if value.is_floating_point() else value
         span = f", values in [{finite.min().item():.4g}, {finite.max().item():.4g}]" if finite.numel() else ""
-        extra = ", contains -inf" if value.is_floating_point() and bool((value == -math.inf).any()) else ""
+        special = [] if not value.is_floating_point() else [
+            word for word, present in (("-inf", (value == -math.inf).any()), ("+inf", (value == math.inf).any()),
+                                       ("nan", value.isnan().any())) if bool(present)]
+        extra = f", contains {', '.join(special)}" if special else ""
         return f"tensor(shape={tuple(value.shape)}, dtype={dtype}{span}{extra})"
     return repr(value)
 
@@ -157,8 +164,19 @@ def check_close(actual, expected, *, call, hint="", rtol=1e-5, atol=1e-6):
     if not bool(close.all()):
         where = tuple(torch.nonzero(~close)[0].tolist())
         at = f" at index {where}" if where else ""
-        detail = f"first mismatch{at}: got {a[where].item():.6g}, expected {e[where].item():.6g} (rtol={rtol}, atol={atol})"
+        got, want = _apart(a[where].item(), e[where].item())
+        detail = f"first mismatch{at}: got {got}, expected {want} (rtol={rtol}, atol={atol})"
         _fail(call, describe(actual), describe(expected), hint, detail)
+
+
+def _apart(a, b):
+    """Two numbers printed with the fewest significant digits (6 or more) that tell them apart: near 1e8, a
+    mismatch of 1 needs 9."""
+    for digits in range(6, 18):
+        shown = f"{a:.{digits}g}", f"{b:.{digits}g}"
+        if shown[0] != shown[1]:
+            return shown
+    return shown
 
 
 def check_same_memory(result, tensor, *, call, hint=""):
@@ -185,7 +203,8 @@ def check_frequencies(counts, probabilities, *, call, hint="", sigmas=5.0):
     if bool(outside.any()):
         i = int(torch.nonzero(outside)[0])
         _fail(call, f"counts {counts.long().tolist()} in {int(n)} draws",
-              f"about {expected.round().long().tolist()}, each within +-{bound.round().long().tolist()} ({sigmas:g} sd)",
+              f"about {expected.round().long().tolist()}, each within +-{bound.round().long().tolist()} "
+              f"({sigmas:g} sd)",
               hint, f"first outlier: category {i} drawn {int(counts[i])} times, expected {expected[i].item():.1f}")
 
 
@@ -244,13 +263,14 @@ def _unpack(case):
     return (tuple(case) + ({},))[:3]
 
 
-def _run_student(student_fn, args, kwargs, forbidden, name, call=None, wrt=()):
+def _run_student(student_fn, args, kwargs, forbidden, name, call=None, wrt=(), hint=""):
     """Call student code on private copies of the inputs, under the exercise's from-scratch rules; then check that
     it left every tensor input as it was (values and version counter: a loss must not change what it is given),
     unless the call says inplace=True. The copies of the inputs named in `wrt` (positions, keyword names) are
     leaves that require grad; returns (result, {position or name: that leaf}).
 
-    An exception the student's code raises becomes a failed check that says so (NotWritten, StudentRaised).
+    An exception the student's code raises becomes a failed check that says so (NotWritten, StudentRaised), with
+    the call's hint.
     """
     given = {f"argument {i + 1}": _clone(a, i in wrt) for i, a in enumerate(args)} | {
         k: _clone(v, k in wrt) for k, v in kwargs.items()}
@@ -264,7 +284,7 @@ def _run_student(student_fn, args, kwargs, forbidden, name, call=None, wrt=()):
     except CheckFailed:
         raise
     except Exception as error:
-        raise _student_error(error, name, call or describe_call(name, args, kwargs)) from None
+        raise _student_error(error, name, call or describe_call(name, args, kwargs), hint) from None
     before = dict(zip(given, list(args) + list(kwargs.values())))
     for key, version in versions.items():
         if given[key]._version != version or not identical(given[key], before[key]):
@@ -303,8 +323,17 @@ def input_scale(case):
     return (finite.max().item() if finite.numel() else 1.0) / kwargs.get("temperature", 1.0)
 
 
+def float32_rounding(case, units=2):
+    """`units` rounding units of float32 (eps = 1.2e-7) at the case's input scale (``input_scale``): how far a correct
+    float32 answer may be from the float64 reference when its inputs are that large. Logits z = 1e4 / T = 2e5 are
+    rounded by up to eps/2 * 2e5 = 0.012 before any arithmetic, and exp turns that absolute error in z into a relative
+    one in p (log-probabilities keep it absolute). The solutions of notebook 02 and their right alternatives measure
+    within a quarter of a unit; 2 units leave room for another order of operations, and nothing more."""
+    return units * torch.finfo(torch.float32).eps * input_scale(case)
+
+
 def check_against_reference(student_fn, reference_fn, cases, *, hint="", rtol=1e-5, atol=1e-6,
-                            forbidden=(), name=None, gradients=()):
+                            forbidden=(), name=None, gradients=(), differentiable_at_zero=False, same_dtype=False):
     """Call ``student_fn`` and ``reference_fn`` on every case and compare the results.
 
     cases: iterable of (label, args) or (label, args, kwargs). Each function gets its own copy
@@ -313,7 +342,10 @@ def check_against_reference(student_fn, reference_fn, cases, *, hint="", rtol=1e
     float64, and rtol/atol state how much rounding the student's float32 (or better) may add.
     forbidden: torch op names or functions the student must not call (see ``from_scratch``).
     gradients: the names of the arguments (as the reference spells them) a loss must be differentiable in: the
-    gradient of each, through the student's result, must be the reference's (see ``_check_gradients``).
+    gradient of each, through the student's result, must be the reference's (see ``_check_gradients``); with
+    differentiable_at_zero, also at inputs that hold a 0 (a loss smooth there, whose formula has kinks that cancel).
+    The result's floating dtype must be the reference's on the same inputs, or float64 (never less precise: float16
+    inputs give float32); with same_dtype, exactly the reference's (a docstring that says float32 stays float32).
     Every case is called twice, as given and with each tensor of two or more rows as a view of wider rows (the same
     values, not contiguous, see ``_check_on_wider_rows``): the result must not depend on the layout.
     """
@@ -322,21 +354,22 @@ def check_against_reference(student_fn, reference_fn, cases, *, hint="", rtol=1e
         label, args, kwargs = _unpack(case)
         call = f"{describe_call(name, args, kwargs)}   [case: {label}]"
         got, leaves = _run_student(student_fn, args, kwargs, forbidden, name, call,
-                                   wrt=_passed_as(gradients, reference_fn, args, kwargs))
+                                   wrt=_passed_as(gradients, reference_fn, args, kwargs), hint=hint)
         ref_args, ref_kwargs = list(map(_float64, args)), {k: _float64(v) for k, v in kwargs.items()}
         # the reference's own leaves, where the student's gradient is checked
         theirs = {key: (ref_args if isinstance(key, int) else ref_kwargs)[key].requires_grad_(True) for key in leaves}
         want = reference_fn(*ref_args, **ref_kwargs)
         _check_kind(got, want, call=call)
         check_close(got, want, call=call, hint=hint, rtol=rtol, atol=atol)
+        _check_dtype(got, reference_fn, args, kwargs, call=call, exact=same_dtype)
         if leaves:
-            _check_gradients(got, leaves, want, theirs, name=name, call=call, rtol=rtol,
-                             temperature=kwargs.get("temperature", 1.0))
+            _check_gradients(got, leaves, want, theirs, name=name, call=call, rtol=rtol, hint=hint,
+                             temperature=kwargs.get("temperature", 1.0), at_zero=differentiable_at_zero)
         _check_on_wider_rows(student_fn, args, kwargs, want, forbidden=forbidden, name=name, call=call, rtol=rtol,
-                             atol=atol)
+                             atol=atol, hint=hint)
 
 
-def _check_on_wider_rows(student_fn, args, kwargs, want, *, forbidden, name, call, rtol, atol):
+def _check_on_wider_rows(student_fn, args, kwargs, want, *, forbidden, name, call, rtol, atol, hint=""):
     """The call again, each tensor of two or more rows given as a view of wider rows (``_padded_rows``): the same
     values, not contiguous. Every helper that calls student code on a case does this: the result must be `want` again.
     """
@@ -344,7 +377,7 @@ def _check_on_wider_rows(student_fn, args, kwargs, want, *, forbidden, name, cal
     if all(t is a for t, a in zip(twins[0] + list(twins[1].values()), list(args) + list(kwargs.values()))):
         return
     again = f"{call}   [the same inputs as views of wider rows: x.stride(-2) > x.shape[-1]]"
-    got, _ = _run_student(student_fn, *twins, forbidden, name, again)
+    got, _ = _run_student(student_fn, *twins, forbidden, name, again, hint=hint)
     check_close(got, want, call=again, rtol=rtol, atol=atol,
                 hint="a tensor's layout is not its value: a view of every other row, or of the first V columns of a "
                      "wider buffer, is not contiguous. .view() needs contiguous memory (use .reshape()); a kernel "
@@ -380,6 +413,21 @@ def _check_kind(got, want, *, call):
               "alive holds every activation it was computed from")
 
 
+def _check_dtype(got, reference_fn, args, kwargs, *, call, exact=False):
+    """The floating dtype the reference returns for these very inputs (not its float64 copies), output by output;
+    float64 is accepted too, unless `exact` (a float64 copy of float32 logits doubles their memory). (Not under
+    no_grad: a reference may differentiate inside.)"""
+    want = reference_fn(*map(_clone, args), **{k: _clone(v) for k, v in kwargs.items()})
+    pairs = zip(got, want) if isinstance(want, tuple) and isinstance(got, (tuple, list)) else [(got, want)]
+    for i, (g, w) in enumerate(pairs):
+        floating = all(isinstance(t, torch.Tensor) and t.is_floating_point() for t in (g, w))
+        if floating and g.dtype != w.dtype and (exact or g.dtype != torch.float64):
+            output = f"   [output {i}]" if isinstance(want, tuple) else ""
+            _fail(call + output, _kind(g), f"a {str(w.dtype).replace('torch.', '')} result",
+                  "losses are computed in float32 or better: float16/bfloat16 inputs give float32, and float32 and "
+                  "float64 keep their dtype (unless the docstring says otherwise)")
+
+
 def _passed_as(names, reference_fn, args, kwargs):
     """Where a case passes each named argument: its position, or its keyword (an argument left at its default has
     no input to differentiate)."""
@@ -396,22 +444,23 @@ def _passed_as(names, reference_fn, args, kwargs):
 ORDINARY = 16.0
 
 
-def _check_gradients(got, leaves, want, theirs, *, name, call, rtol, temperature=1.0):
+def _check_gradients(got, leaves, want, theirs, *, name, call, rtol, hint="", temperature=1.0, at_zero=False):
     """The gradient of sum(g * result) with respect to each input in `leaves` (the student's copies) against `theirs`
     (the float64 reference's inputs, whose result is `want`), for a random upstream gradient g: not ones, as a caller
     scales a loss (gradient accumulation does). A result with several outputs is differentiated through those of
     the reference's that carry a graph.
 
     Checked on the cases of ordinary size, where the derivative is an ordinary number: every differentiated input
-    finite, nonzero and at most ORDINARY in size (over the temperature, if the call has one: logits / T are what
-    saturates), the reference's result and gradient finite. At the edges of the domain correct implementations
-    legitimately differ: at p = 0 or a -inf logit (0, a subgradient or nan), and where float32 rounds a probability
-    to 1 (then (1 - p) ** gamma's derivative is 0 * inf = nan). The values there are checked; the gradients here.
-    A float32 gradient is as accurate as its conditioning allows, and a wrong one (detached, mis-scaled, a constant
-    that is not one) is off by its own size: so the tolerance is 1e4 rounding units of the precision it is computed
-    in (float32 or better), or the call's rtol if looser, relative to the gradient's largest entry."""
-    if any(not bool(torch.isfinite(x).all()) or bool((x == 0).any()) or x.abs().max() / temperature > ORDINARY
-           for x in theirs.values()):
+    finite, not empty, nonzero (unless `at_zero`) and at most ORDINARY in size (over the temperature, if the call
+    has one: logits / T are what saturates), the reference's result and gradient finite. At the edges of the domain
+    correct implementations legitimately differ: at p = 0 or a -inf logit (0, a subgradient or nan), at a kink (0
+    for |x|, l1), and where float32 rounds a probability to 1 (then (1 - p) ** gamma's derivative is 0 * inf = nan).
+    The values there are checked; the gradients here. A float32 gradient is as accurate as its conditioning allows,
+    and a wrong one (detached, mis-scaled, a constant that is not one) is off by its own size: so the tolerance is 1e4
+    rounding units of the precision it is computed in (float32 or better), or the call's rtol if looser, relative to
+    the gradient's largest entry."""
+    if any(x.numel() == 0 or not bool(torch.isfinite(x).all()) or (not at_zero and bool((x == 0).any()))
+           or x.abs().max() / temperature > ORDINARY for x in theirs.values()):
         return
     single = not isinstance(want, (tuple, list))
     wants, gots = ((want,), (got,)) if single else (tuple(want), tuple(got))
@@ -430,7 +479,7 @@ def _check_gradients(got, leaves, want, theirs, *, name, call, rtol, temperature
         actual = torch.autograd.grad(mine, list(leaves.values()), [g.to(m.dtype).to(m.device) for g, m in
                                                                   zip(upstream, mine)], allow_unused=True)
     except Exception as error:
-        raise _student_error(error, name, f"{call}   [backward]") from None
+        raise _student_error(error, name, f"{call}   [backward]", hint) from None
     for key, a, e in zip(leaves, actual, expected):
         where = f"argument {key + 1}" if isinstance(key, int) else key
         if a is None and bool((e != 0).any()):
@@ -443,7 +492,8 @@ def _check_gradients(got, leaves, want, theirs, *, name, call, rtol, temperature
         check_close(a, e, call=f"{call}   [gradient of {where}, upstream gradient g = randn, not ones]",
                     rtol=tolerance, atol=tolerance * e.abs().max().item(),
                     hint="autograd through your result gives another gradient than the reference's: a detached or "
-                         "clamped branch, a custom backward, or a constant that is not one")
+                         "clamped branch, a custom backward, or a constant that is not one" + (
+                             f"; for this case: {hint}" if hint else ""))
 
 
 def check_example(student_fn, args, expected, *, kwargs=None, hint="", rtol=1e-5, atol=5e-4,
@@ -456,12 +506,11 @@ def check_example(student_fn, args, expected, *, kwargs=None, hint="", rtol=1e-5
     name = name or getattr(student_fn, "__name__", "your function")
     kwargs = kwargs or {}
     call = describe_call(name, args, kwargs)
-    got, _ = _run_student(student_fn, args, kwargs, forbidden, name)
+    got, _ = _run_student(student_fn, args, kwargs, forbidden, name, hint=hint)
     _check_kind(got, expected, call=call)
     check_close(got, expected, call=call, hint=hint, rtol=rtol, atol=atol)
     _check_on_wider_rows(student_fn, args, kwargs, expected, forbidden=forbidden, name=name, call=call, rtol=rtol,
-                         atol=atol)
-
+                         atol=atol, hint=hint)
 
 
 def call(student_fn, *args, forbidden=(), name=None, **kwargs):
@@ -470,6 +519,28 @@ def call(student_fn, *args, forbidden=(), name=None, **kwargs):
     inputs as it was given them. An exception the student's code raises becomes a failed check that names the call."""
     name = name or getattr(student_fn, "__name__", "your function")
     return _run_student(student_fn, args, kwargs, forbidden, name)[0]
+
+
+def check_raises(student_fn, *args, error=ValueError, hint="", forbidden=(), name=None, **kwargs):
+    """``student_fn(*args, **kwargs)`` must raise `error`, as its docstring promises for input outside its domain:
+    a result, or another exception (a KeyError from a dict lookup), is a failed check that says which."""
+    name = name or getattr(student_fn, "__name__", "your function")
+    shown = describe_call(name, args, kwargs)
+    try:
+        with from_scratch(*forbidden, exercise=name):
+            student_fn(*map(_clone, args), **{k: _clone(v) for k, v in kwargs.items()})
+    except error:
+        return
+    except CheckFailed:
+        raise
+    except Exception as other:
+        if _raised_by_stub(other):
+            raise _student_error(other, name, shown) from None
+        outcome = f"raised {type(other).__name__}: {other}"
+    else:
+        outcome = "returned a result"
+    lines = [shown, f"  {outcome}", f"  expected: a {error.__name__}"] + ([f"  hint: {hint}"] if hint else [])
+    raise CheckFailed("\n".join(lines))
 
 # ---------------------------------------------------------------- test inputs
 
@@ -538,10 +609,10 @@ def check_gradient(grad_fn, loss_fn, cases, *, hint="", rtol=1e-5, atol=1e-7, fo
         x = args[0].detach().clone().requires_grad_(True)
         loss_fn(x, *args[1:], **kwargs).backward()
         call = f"{describe_call(name, args, kwargs)}   [case: {label}]"
-        got, _ = _run_student(grad_fn, args, kwargs, forbidden, name, call)
+        got, _ = _run_student(grad_fn, args, kwargs, forbidden, name, call, hint=hint)
         check_close(got, x.grad, call=call, hint=hint, rtol=rtol, atol=atol)
         _check_on_wider_rows(grad_fn, args, kwargs, x.grad, forbidden=forbidden, name=name, call=call, rtol=rtol,
-                             atol=atol)
+                             atol=atol, hint=hint)
 
 
 def check_gradcheck(fn, *inputs, hint="", name=None):

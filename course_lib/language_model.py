@@ -56,13 +56,16 @@ def sequence_log_likelihood(logits: torch.Tensor, tokens: torch.Tensor, mask: to
 def perplexity_from_batch_losses(mean_losses: torch.Tensor, token_counts: torch.Tensor) -> float:
     """exp(sum_b n_b L_b / sum_b n_b): the perplexity of all tokens from per-batch mean losses L_b over n_b tokens.
 
-    Averaging the batch means (or their perplexities) is wrong as soon as batches differ in size.
+    Averaging the batch means (or their perplexities) is wrong as soon as batches differ in size. A batch of no
+    tokens counts for nothing, even where its mean is nan (lm_loss of a batch with no counted target).
     """
     mean_losses = _inputs.as_float("mean_losses", mean_losses, "perplexity_from_batch_losses").double()
     _inputs.same_shape("perplexity_from_batch_losses", mean_losses=mean_losses, token_counts=token_counts)
     if (token_counts < 0).any() or token_counts.sum() <= 0:
         raise ValueError("perplexity_from_batch_losses: token_counts must be non-negative with a positive total")
-    return math.exp((mean_losses * token_counts).sum().item() / token_counts.sum().item())
+    # selected, not multiplied: an empty batch's n_b L_b would be 0 * nan = nan
+    weighted = torch.where(token_counts > 0, mean_losses * token_counts, 0.0)
+    return math.exp(weighted.sum().item() / token_counts.sum().item())
 
 
 def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int = None,

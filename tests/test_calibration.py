@@ -41,6 +41,14 @@ def test_a_confidence_on_a_bin_edge_goes_to_the_lower_bin_and_one_to_the_last():
     assert count.tolist() == [1.0, 1.0]
 
 
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8])
+def test_targets_of_any_integer_dtype(dtype):
+    probs = torch.softmax(3 * torch.randn(200, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64), 1)
+    targets = torch.randint(0, 4, (200,), generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(cal.expected_calibration_error(probs, targets.to(dtype), n_bins=10),
+                               _loop_ece(probs, targets, 10))
+
+
 @pytest.mark.parametrize("n_bins", [1, 2, 10, 15, 100])
 @pytest.mark.parametrize("scale", [0.5, 3.0, 30.0])
 def test_matches_the_bin_by_bin_definition(n_bins, scale):

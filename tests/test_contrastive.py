@@ -17,11 +17,17 @@ def torch_nt_xent(z1, z2, tau):
 
 G = torch.Generator().manual_seed(0)
 VIEWS = [
-    ("ordinary", torch.randn(6, 5, generator=G, dtype=torch.float64), torch.randn(6, 5, generator=G, dtype=torch.float64)),
+    ("ordinary", torch.randn(6, 5, generator=G, dtype=torch.float64),
+     torch.randn(6, 5, generator=G, dtype=torch.float64)),
     ("nearly identical views", *(lambda a: (a, a + 0.01 * torch.randn(4, 8, generator=G, dtype=torch.float64)))(
         torch.randn(4, 8, generator=G, dtype=torch.float64))),
-    ("scaled by 1e4", 1e4 * torch.randn(5, 3, generator=G, dtype=torch.float64), torch.randn(5, 3, generator=G, dtype=torch.float64)),
-    ("one item", torch.randn(1, 4, generator=G, dtype=torch.float64), torch.randn(1, 4, generator=G, dtype=torch.float64)),
+    ("scaled by 1e4", 1e4 * torch.randn(5, 3, generator=G, dtype=torch.float64),
+     torch.randn(5, 3, generator=G, dtype=torch.float64)),
+    ("one item", torch.randn(1, 4, generator=G, dtype=torch.float64),
+     torch.randn(1, 4, generator=G, dtype=torch.float64)),
+    ("a zero row (cosine 0 with every row, as F.normalize)",
+     torch.randn(4, 3, generator=G, dtype=torch.float64).index_fill(0, torch.tensor([1]), 0.0),
+     torch.randn(4, 3, generator=G, dtype=torch.float64)),
 ]
 
 
@@ -57,8 +63,35 @@ def test_bradley_terry_matches_minus_logsigmoid(reduction):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_bradley_terry_is_exact_for_huge_margins(dtype):
-    got = con.bradley_terry_loss(torch.tensor([1e3, -1e3, 1e4], dtype=dtype), torch.zeros(3, dtype=dtype), reduction="none")
+    got = con.bradley_terry_loss(torch.tensor([1e3, -1e3, 1e4], dtype=dtype), torch.zeros(3, dtype=dtype),
+                                 reduction="none")
     assert got.tolist() == [0.0, 1e3, 0.0]
+
+
+def test_log_sigmoid_gradient_is_f_logsigmoid_s_at_zero_and_at_huge_margins():
+    # at x = 0 the one-expression form max(-x, 0) + log1p(exp(-|x|)) gets autograd's gradient 1, not sigma(0) = 1/2
+    x = torch.tensor([0.0, -0.0, 1e-300, -1e-300, 0.5, -3.0, 30.0, -30.0, 1e4, -1e4], dtype=torch.float64)
+    mine, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    con.log_sigmoid(mine).sum().backward()
+    F.logsigmoid(theirs).sum().backward()
+    torch.testing.assert_close(mine.grad, theirs.grad, rtol=0, atol=1e-15)
+    torch.testing.assert_close(con.log_sigmoid(x), F.logsigmoid(x), rtol=0, atol=1e-15)
+
+
+def test_bradley_terry_gradient_at_equal_rewards_is_one_half():
+    rewards = torch.tensor([[-2.0, 0.5], [3.0, 7.0]], dtype=torch.float64)
+    chosen, rejected = rewards.clone().requires_grad_(), rewards.clone().requires_grad_()
+    con.bradley_terry_loss(chosen, rejected, reduction="sum").backward()
+    assert chosen.grad.eq(-0.5).all() and rejected.grad.eq(0.5).all()
+
+
+@pytest.mark.parametrize("shape", [(), (0,), (3, 4)])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_bradley_terry_in_every_rank_and_on_nothing_is_torch_s(shape, reduction):
+    rc, rr = torch.randn(shape, generator=G, dtype=torch.float64), torch.randn(shape, generator=G, dtype=torch.float64)
+    want = -F.logsigmoid(rc - rr)
+    want = {"none": want, "mean": want.mean(), "sum": want.sum()}[reduction]   # an empty mean is nan
+    torch.testing.assert_close(con.bradley_terry_loss(rc, rr, reduction=reduction), want, equal_nan=True)
 
 
 def test_bradley_terry_is_two_way_cross_entropy():

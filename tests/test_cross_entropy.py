@@ -105,6 +105,51 @@ def test_an_ignored_row_whose_logits_are_not_finite_changes_nothing():
         assert (got[~keep] == 0).all()
 
 
+def test_an_ignored_position_whose_logits_are_not_finite_adds_no_loss():
+    logits = CASES[0][1].clone()
+    targets = random_targets(logits, seed=8, ignore_index=-100, ignore_fraction=0.0)
+    targets[1] = targets[4] = targets[5] = -100
+    logits[1, 0], logits[4], logits[5] = -math.inf, -math.inf, math.nan
+    for reduction, label_smoothing in OPTIONS:
+        got = ce.cross_entropy(logits, targets, reduction=reduction, label_smoothing=label_smoothing)
+        keep = targets != -100
+        want = F.cross_entropy(logits[keep], targets[keep], reduction=reduction, label_smoothing=label_smoothing)
+        if reduction == "none":
+            assert (got[~keep] == 0).all()
+            got = got[keep]
+        torch.testing.assert_close(got, want)
+    got = ce.per_sequence_cross_entropy(logits.reshape(2, 4, 6), targets.reshape(2, 4))
+    want = [F.cross_entropy(logits[:4][keep[:4]], targets[:4][keep[:4]]),
+            F.cross_entropy(logits[4:][keep[4:]], targets[4:][keep[4:]])]
+    torch.testing.assert_close(got, torch.stack(want))
+
+
+def test_float64_logits_int32_targets_and_no_kept_position_like_torch():
+    g = torch.Generator().manual_seed(9)
+    logits = 1e8 + 2 * torch.randn(5, 6, generator=g, dtype=torch.float64)  # one number in float32; fp64 ulp 1.5e-8
+    targets = torch.tensor([0, 5, -100, 2, 3])
+    for reduction, label_smoothing in OPTIONS:
+        want = F.cross_entropy(logits, targets, reduction=reduction, label_smoothing=label_smoothing)
+        # torch takes int64 targets only; the course takes any integer dtype
+        for y in (targets, targets.int()):
+            got = ce.cross_entropy(logits, y, reduction=reduction, label_smoothing=label_smoothing)
+            assert got.dtype == torch.float64
+            torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-7)
+    for reduction in ("mean", "sum"):
+        x = logits.clone().requires_grad_()
+        F.cross_entropy(x, targets, reduction=reduction, label_smoothing=0.1).backward()
+        torch.testing.assert_close(ce.cross_entropy_grad(logits, targets.int(), reduction=reduction,
+                                                         label_smoothing=0.1), x.grad, rtol=1e-7, atol=1e-7)
+        torch.testing.assert_close(ce.focal_loss(logits, targets, gamma=0.0, reduction=reduction),
+                                   F.cross_entropy(logits, targets, reduction=reduction), rtol=1e-7, atol=1e-7)
+    nothing = torch.full((5,), -100)
+    for loss in (F.cross_entropy, ce.cross_entropy):
+        x = logits.clone().requires_grad_()
+        loss(x, nothing).backward()  # the mean over no position is nan, and its gradient 0 (not 0 / 0)
+        torch.testing.assert_close(ce.cross_entropy_grad(logits, nothing), x.grad)
+        assert (x.grad == 0).all()
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_logits_are_computed_in_fp32(dtype):
     logits = (CASES[0][1] * 20).to(dtype)

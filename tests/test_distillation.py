@@ -22,13 +22,26 @@ def torch_kd(s, t, T, reduction="batchmean"):
 @pytest.mark.parametrize("T", [1.0, 2.0, 8.0])
 def test_kd_loss_matches_t_squared_f_kl_div(s, t, T):
     if bool(torch.isinf(t).any()):  # F.kl_div gives nan for -inf targets: compare per element where finite
-        want = T ** 2 * (F.softmax(t / T, -1) * (F.log_softmax(t / T, -1) - F.log_softmax(s / T, -1))).nan_to_num().sum() / len(t)
+        terms = F.softmax(t / T, -1) * (F.log_softmax(t / T, -1) - F.log_softmax(s / T, -1))
+        want = T ** 2 * terms.nan_to_num().sum() / len(t)
     else:
         want = torch_kd(s, t, T)
     torch.testing.assert_close(kd.kd_loss(s, t, T), want)
     per_row = kd.kd_loss(s, t, T, reduction="none")
     assert per_row.shape == s.shape[:-1] and bool(torch.isfinite(per_row).all())
     torch.testing.assert_close(kd.kd_loss(s, t, T, reduction="sum"), per_row.sum())
+
+
+def test_a_class_only_the_student_masks_costs_inf_and_nothing_averages_to_nan():
+    s, t = CASES[0][1].clone(), TEACHER[0][1]
+    s[:3, 2] = -math.inf                            # the teacher gives class 2 mass: KL(p_t || p_s) = inf
+    per_row = kd.kd_loss(s, t, 2.0, reduction="none")
+    torch.testing.assert_close(per_row, torch_kd(s, t, 2.0, reduction="none").sum(-1))
+    assert per_row[:3].eq(math.inf).all() and per_row[3:].isfinite().all()
+    empty = CASES[0][1][:0]
+    torch.testing.assert_close(kd.kd_loss(empty, empty, 2.0), torch_kd(empty, empty, 2.0), equal_nan=True)   # 0 / 0
+    assert kd.kd_loss(empty, empty, 2.0, reduction="sum").item() == 0.0
+    assert kd.kd_loss(empty, empty, 2.0, reduction="none").shape == (0,)
 
 
 def test_reverse_kd_swaps_the_arguments_and_sequences_average_per_token():
@@ -81,8 +94,10 @@ def test_half_inputs_give_float32_and_extreme_logits_stay_finite():
     (lambda: kd.kd_loss(torch.zeros(2, 3), torch.zeros(2, 3), reduction="mean"), "batchmean"),
     (lambda: kd.kd_loss(torch.zeros(2, 3), torch.zeros(2, 3), temperature=0.0), "temperature"),
     (lambda: kd.kd_loss(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3)), "floating"),
-    (lambda: kd.distillation_objective(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(3, dtype=torch.long)), "targets"),
-    (lambda: kd.distillation_objective(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), alpha=2), "alpha"),
+    (lambda: kd.distillation_objective(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(3, dtype=torch.long)),
+     "targets"),
+    (lambda: kd.distillation_objective(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, dtype=torch.long),
+                                       alpha=2), "alpha"),
 ])
 def test_bad_input_raises(call, match):
     with pytest.raises(ValueError, match=match):

@@ -98,6 +98,32 @@ def test_dpo_gradient_and_detached_rewards():
     torch.testing.assert_close(rc.grad, -want)
 
 
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_dpo_gradient_where_policy_is_reference_is_trl_s(label_smoothing):
+    # h = 0 exactly, as at DPO's first step: the gradient -beta (1 - 2 eps) / 2 per unit h, not twice that
+    pc, pr, _, _ = logps(4)
+    mine = [x.clone().requires_grad_() for x in (pc, pr)]
+    theirs = [x.clone().requires_grad_() for x in (pc, pr)]
+    dpo.dpo_loss(*mine, pc, pr, 0.5, label_smoothing=label_smoothing)[0].sum().backward()
+    trl_sigmoid_loss(*theirs, pc, pr, 0.5, label_smoothing)[0].sum().backward()
+    for m, t in zip(mine, theirs):
+        torch.testing.assert_close(m.grad, t.grad)
+    torch.testing.assert_close(mine[0].grad, torch.full_like(pc, -0.25 * (1 - 2 * label_smoothing)))
+
+
+def test_sequence_logprobs_ignores_impossible_targets_that_do_not_count():
+    logits, tokens, mask = batch_with_prompts(seed=6)
+    b, t = (~mask[:, 1:]).nonzero(as_tuple=True)
+    logits[b, t, tokens[b, t + 1]] = -torch.inf     # prompt and padding targets of probability 0
+    nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
+    want = -torch.where(mask[:, 1:], nll, 0.0).sum(-1)             # selected: 0 * inf would be nan
+    got = dpo.sequence_logprobs(logits, tokens, mask)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, want)
+    one = dpo.sequence_logprobs(logits[:, :1], tokens[:, :1], torch.ones_like(mask[:, :1]))
+    torch.testing.assert_close(one, torch.zeros(len(tokens), dtype=torch.float64))     # T = 1: nothing predicted
+
+
 def test_ipo_matches_its_formula():
     args = logps(11, scale=3.0)
     for beta in (0.1, 1.0, 4.0):
@@ -159,7 +185,8 @@ def test_dpo_step_takes_one_step_on_the_mean_loss_and_leaves_the_reference_alone
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: dpo.sequence_logprobs(torch.zeros(2, 3, 4), torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3)), "bool"),
+    (lambda: dpo.sequence_logprobs(torch.zeros(2, 3, 4), torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3)),
+     "bool"),
     (lambda: dpo.sequence_logprobs(torch.zeros(2, 3, 4), torch.zeros(2, 4, dtype=torch.long),
                                    torch.ones(2, 4, dtype=torch.bool)), r"\(B, T, V\)"),
     (lambda: dpo.dpo_loss(torch.zeros(3), torch.zeros(3), torch.zeros(2), torch.zeros(3), 0.1), "same shape"),

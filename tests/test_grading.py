@@ -206,6 +206,71 @@ def test_a_right_gradient_is_accepted_and_the_edges_of_the_domain_are_checked_on
     grading.check_against_reference(half, ref.logsumexp, edges, gradients=("x",))
 
 
+def test_a_gradient_is_checked_at_zero_inputs_where_the_exercise_says_the_loss_is_smooth_there():
+    def clamped(z):  # right values; autograd's slope at z = 0 is 1 - 1/2 = 1/2 from the clamp, where sigma(0) = 1/2
+        return z.clamp(min=0) + torch.log1p(torch.exp(-z.abs()))
+
+    def by_abs(z):  # the same values, max(z, 0) as (z + |z|) / 2: slope 1/2 at 0
+        return (z + z.abs()) / 2 + torch.log1p(torch.exp(-z.abs()))
+
+    softplus = lambda z: F.softplus(z)  # noqa: E731
+    zeros = [("logits of exactly 0", (torch.tensor([0.0, 1.5, -2.0, 0.0]),))]
+    grading.check_against_reference(clamped, softplus, zeros, gradients=("z",))  # zeros skipped: a kink may be there
+    grading.check_against_reference(by_abs, softplus, zeros, gradients=("z",), differentiable_at_zero=True)
+    with pytest.raises(grading.CheckFailed, match=r"gradient of argument 1.*\n(.*\n)*.*for this case: z = 0 is smooth"):
+        grading.check_against_reference(clamped, softplus, zeros, gradients=("z",), differentiable_at_zero=True,
+                                        hint="z = 0 is smooth")
+
+
+def test_empty_inputs_are_compared_by_shape_and_their_gradients_not_checked():
+    empty = [("no rows", (torch.zeros(0, 4),))]
+    grading.check_against_reference(stable_lse, ref.logsumexp, empty, gradients=("x",))
+    with pytest.raises(grading.CheckFailed, match=r"shape \(\) but expected shape \(0,\)"):
+        grading.check_against_reference(lambda x, dim=-1: stable_lse(x, dim).sum(), ref.logsumexp, empty)
+    assert grading.describe(torch.zeros(0, 5)) == "tensor(shape=(0, 5), dtype=float32, no elements)"
+
+
+def test_the_result_dtype_is_the_references_on_the_same_inputs_or_float64():
+    def half_in_half(x, dim=-1):  # right values to 1e-2, but a float16 loss for float16 logits
+        return stable_lse(x.float(), dim).to(x.dtype)
+
+    def in_float64(x, dim=-1):
+        return stable_lse(x.double(), dim)
+
+    half = [("float16 logits", (X.half(),))]
+    grading.check_against_reference(in_float64, ref.logsumexp, half + [("float32", (X,))])
+    with pytest.raises(grading.CheckFailed, match=r"dtype float16\n  expected: a float32 result"):
+        grading.check_against_reference(half_in_half, ref.logsumexp, half, rtol=1e-2, atol=1e-2)
+    with pytest.raises(grading.CheckFailed, match=r"dtype float64\n  expected: a float32 result"):
+        grading.check_against_reference(in_float64, ref.logsumexp, [("float32", (X,))], same_dtype=True)
+
+
+def test_check_raises_accepts_the_promised_error_and_names_anything_else():
+    def checks(x, placement="pre"):
+        if placement not in ("pre", "post"):
+            raise ValueError(f"placement must be 'pre' or 'post', got {placement!r}")
+        return x
+
+    grading.check_raises(checks, torch.ones(2), placement="middle")
+    for wrong, says in ((lambda x, placement="pre": {"pre": x, "post": x}[placement], "raised KeyError: 'middle'"),
+                        (lambda x, placement="pre": x, "returned a result")):
+        with pytest.raises(grading.CheckFailed) as failed:
+            grading.check_raises(wrong, torch.ones(2), placement="middle", name="residual_block", hint="check first")
+        assert str(failed.value).splitlines() == [
+            "residual_block(tensor([1., 1.], dtype=float32), placement='middle')", f"  {says}",
+            "  expected: a ValueError", "  hint: check first"]
+    with pytest.raises(grading.NotWritten):
+        grading.check_raises(stub, torch.ones(2))
+
+
+def test_a_mismatch_is_printed_with_the_digits_that_tell_the_numbers_apart():
+    with pytest.raises(grading.CheckFailed, match=r"got 100000001, expected 100000000 "):
+        grading.check_close(torch.tensor(1e8 + 1, dtype=torch.float64), torch.tensor(1e8, dtype=torch.float64),
+                            call="f(x)", rtol=0, atol=1e-6)
+    described = grading.describe(torch.tensor([1.0, math.inf, math.nan, -math.inf] * 3))
+    assert described.endswith("contains -inf, +inf, nan)"), described
+
+
 def test_every_case_is_also_given_as_views_of_wider_rows():
     def by_memory(x, dim=-1):  # right on contiguous rows only: it reads the storage as if rows were x.shape[-1] long
         flat = torch.as_strided(x, (x.numel(),), (1,))
@@ -356,8 +421,11 @@ def test_reference_runs_in_float64_and_input_scale_sizes_the_rounding_allowance(
     assert grading.input_scale(case) == pytest.approx((1e4 + 0.5) / 0.3)
     with pytest.raises(AssertionError, match="first mismatch"):  # float32 rounding at 1e4 exceeds atol=1e-6 ...
         grading.check_against_reference(float32_log_softmax, reference, [case], atol=1e-6)
-    grading.check_against_reference(float32_log_softmax, reference, [case], atol=1e-6 * grading.input_scale(case))
-    assert set(seen) == {torch.float64}
+    grading.check_against_reference(float32_log_softmax, reference, [case], atol=grading.float32_rounding(case))
+    assert grading.float32_rounding(case) == pytest.approx(2 * 2 ** -23 * (1e4 + 0.5) / 0.3)
+    # the values come from float64 copies (twice); the dtype the result must have, from the inputs as given (once: the
+    # first call failed before it)
+    assert seen == [torch.float64, torch.float64, torch.float32]
 
 
 def test_random_distributions_are_valid_with_the_asked_for_zeros():
@@ -419,6 +487,9 @@ def test_a_students_exception_is_a_failed_check_with_the_students_frames_only():
     assert "raised IndexError: index 10 is out of bounds" in text
     assert "in raises_inside" in text and "return x[10]" in text
     assert "course_lib/grading.py" not in text and "contextlib" not in text
+    with pytest.raises(grading.StudentRaised) as failure:
+        grading.check_example(raises_inside, (torch.ones(3),), torch.ones(1), hint="index within the shape")
+    assert str(failure.value).splitlines()[-1] == "  hint: index within the shape"
 
 
 def test_call_hands_back_the_students_result_and_turns_what_goes_wrong_into_a_failed_check():

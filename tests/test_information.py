@@ -102,6 +102,16 @@ def test_broadcasting_and_dim():
     torch.testing.assert_close(info.cross_entropy_of_distributions(pt, qt, dim=0), -torch.special.xlogy(P, Q).sum(-1))
 
 
+def test_broadcasting_either_way_round_and_empty_batches_match_torch():
+    p4, q3 = _random_distributions(4, 1, 9, zeros=0.3, seed=6), _random_distributions(1, 3, 9, seed=7)
+    for p, q in [(Q[0], P), (p4, q3)]:  # a smaller p, and both broadcasting
+        torch.testing.assert_close(info.cross_entropy_of_distributions(p, q), -torch.special.xlogy(p, q).sum(-1))
+        torch.testing.assert_close(info.kl_divergence(p, q), _torch_kl(*torch.broadcast_tensors(p, q)))
+    empty = torch.zeros(0, 9, dtype=torch.float64)
+    assert info.entropy(empty).shape == torch.special.entr(empty).sum(-1).shape == (0,)
+    assert info.cross_entropy_of_distributions(empty, Q[0]).shape == info.kl_divergence(empty, empty).shape == (0,)
+
+
 def test_gradients_are_finite_where_p_has_zeros():
     p = P.clone().requires_grad_()
     q = Q.clone().requires_grad_()
@@ -150,6 +160,18 @@ def test_bits_per_character():
     got = info.bits_per_character(torch.tensor([2.0, 3.0, math.nan]), torch.tensor(8), mask=mask)
     assert got.item() == pytest.approx(5 / (8 * math.log(2)))
     assert info.bits_per_character(torch.tensor([1.0], dtype=torch.bfloat16), 1).dtype == torch.float32
+
+
+def test_a_real_token_of_probability_0_is_inf_and_no_token_is_nan_or_0_bits():
+    logits = torch.tensor([[0.0, 1.0], [2.0, -math.inf], [0.5, 0.5]], dtype=torch.float64)
+    targets = torch.tensor([0, 1, 1])       # the second token's target has probability 0
+    nll = F.cross_entropy(logits, targets, reduction="none")
+    assert info.perplexity(nll).item() == F.cross_entropy(logits, targets).exp().item() == math.inf
+    assert info.bits_per_character(nll, 5).item() == math.inf
+    nothing = torch.zeros(3, dtype=torch.bool)
+    assert math.isnan(info.perplexity(torch.zeros(0, dtype=torch.float64)).item())
+    assert math.isnan(F.cross_entropy(logits[:0], targets[:0]).exp().item())   # torch: a mean over nothing
+    assert info.bits_per_character(nll, 5, mask=nothing).item() == info.bits_per_character(nll[:0], 5).item() == 0.0
 
 
 def test_the_same_text_cut_two_ways_has_the_same_bits_per_character():

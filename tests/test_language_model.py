@@ -51,7 +51,8 @@ def test_minus_inf_logits_of_tokens_that_never_occur_give_finite_losses():
     banned = (tokens.max() + 1) % 5
     logits[..., banned] = -math.inf
     tokens = tokens.masked_fill(tokens == banned, (banned + 1) % 5)
-    assert torch.isfinite(lm.lm_loss(logits, tokens, mask)) and torch.isfinite(lm.sequence_log_likelihood(logits, tokens)).all()
+    assert torch.isfinite(lm.lm_loss(logits, tokens, mask))
+    assert torch.isfinite(lm.sequence_log_likelihood(logits, tokens)).all()
 
 
 def test_a_padding_target_whose_log_probability_is_minus_inf_is_selected_out_not_multiplied():
@@ -82,6 +83,33 @@ def test_perplexity_weighs_batch_means_by_their_token_counts():
     assert math.isclose(lm.perplexity_from_batch_losses(losses, torch.tensor([1, 1])), math.exp(1.5))
 
 
+def test_lm_loss_with_no_counted_target_is_nan_as_cross_entropy_with_every_target_ignored():
+    logits, tokens, _ = _batch()
+    only_first = torch.zeros_like(tokens, dtype=torch.bool)
+    only_first[:, 0] = True                              # every sequence one token long: nothing to predict
+    ignored = torch.full_like(tokens[:, 1:], -100).flatten()
+    expected = F.cross_entropy(logits[:, :-1].flatten(0, 1), ignored, ignore_index=-100)
+    assert expected.isnan() and lm.lm_loss(logits, tokens, only_first).isnan()
+    assert lm.lm_loss(logits[:, :1], tokens[:, :1]).isnan()   # T = 1: no target at all
+    assert torch.equal(lm.sequence_log_likelihood(logits, tokens, only_first), torch.zeros(3, dtype=torch.float64))
+
+
+def test_perplexity_leaves_out_a_batch_of_no_tokens_whose_mean_loss_is_nan():
+    """Batches of a held-out set, one of them all padding: its lm_loss is nan and its count 0. The perplexity is
+    still that of every token together, exp of F.cross_entropy over the whole set."""
+    logits, tokens, mask = _batch(seed=4, B=6, T=8, V=7)
+    mask[2:4, 1:] = False                                 # the second batch of two sequences has no target
+    targets = tokens[:, 1:].masked_fill(~mask[:, 1:], -100)
+    means, counts = [], []
+    for rows in (slice(0, 2), slice(2, 4), slice(4, 6)):
+        means.append(F.cross_entropy(logits[rows, :-1].flatten(0, 1), targets[rows].flatten(), ignore_index=-100))
+        counts.append(int(mask[rows, 1:].sum()))
+    assert means[1].isnan() and counts[1] == 0
+    expected = F.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=-100).exp().item()
+    got = lm.perplexity_from_batch_losses(torch.stack(means), torch.tensor(counts))
+    assert math.isclose(got, expected, rel_tol=1e-12)
+
+
 def test_sampling_follows_softmax_over_temperature_and_top_k():
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).expand(20000, 4)
     g = torch.Generator().manual_seed(0)
@@ -99,7 +127,8 @@ def test_causal_mask_is_lower_triangular_bool():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: lm.lm_loss(torch.zeros(2, 3, 4), torch.zeros(2, 4, dtype=torch.long)), r"logits \(B, T, V\) and tokens \(B, T\)"),
+    (lambda: lm.lm_loss(torch.zeros(2, 3, 4), torch.zeros(2, 4, dtype=torch.long)),
+     r"logits \(B, T, V\) and tokens \(B, T\)"),
     (lambda: lm.lm_loss(torch.zeros(2, 3, 4), torch.zeros(2, 3)), "integer tensor"),
     (lambda: lm.lm_loss(torch.zeros(2, 3, 4), torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3)), "bool tensor"),
     (lambda: lm.perplexity_from_batch_losses(torch.ones(2), torch.zeros(2)), "positive total"),

@@ -91,6 +91,40 @@ def test_mse_matches_torch(reduction):
     torch.testing.assert_close(mle.mse(a, b, reduction=reduction), F.mse_loss(a, b, reduction=reduction))
 
 
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_no_elements_give_an_empty_loss_a_zero_sum_and_a_nan_mean_like_torch(reduction):
+    empty, var = torch.zeros(2, 0, dtype=torch.float64), torch.ones(2, 0, dtype=torch.float64)
+    no_rows, no_targets = torch.zeros(0, 5, dtype=torch.float64), torch.zeros(0, dtype=torch.long)
+    pairs = [(mle.binary_cross_entropy(empty, empty, reduction),
+              F.binary_cross_entropy(empty, empty, reduction=reduction)),
+             (mle.binary_cross_entropy_with_logits(empty, empty, reduction),
+              F.binary_cross_entropy_with_logits(empty, empty, reduction=reduction)),
+             (mle.mse(empty, empty, reduction), F.mse_loss(empty, empty, reduction=reduction)),
+             (mle.gaussian_nll(empty, empty, var, reduction=reduction),
+              F.gaussian_nll_loss(empty, empty, var, reduction=reduction)),
+             (mle.categorical_nll(no_rows, no_targets, reduction),
+              F.nll_loss(no_rows, no_targets, reduction=reduction))]
+    for got, want in pairs:
+        torch.testing.assert_close(got, want, equal_nan=True)
+
+
+def test_int32_targets_per_column_variances_and_close_large_values_match_torch():
+    probs = torch.softmax(torch.randn(6, 5, generator=g, dtype=torch.float64), -1)
+    y = torch.randint(0, 5, (6,), generator=g)
+    # torch takes int64 targets only; the course takes any integer dtype
+    torch.testing.assert_close(mle.categorical_nll(probs, y.int(), "none"),
+                               F.nll_loss(probs.log(), y, reduction="none"))
+    mean, target = torch.randn(2, 4, 3, generator=g, dtype=torch.float64)
+    var = torch.rand(3, generator=g, dtype=torch.float64) + 0.1  # one per column: torch takes it expanded
+    torch.testing.assert_close(mle.gaussian_nll(mean, target, var, reduction="none"),
+                               F.gaussian_nll_loss(mean, target, var.expand(4, 3), reduction="none"))
+    huge = 1e20 * (1 + torch.rand(3, 4, generator=g, dtype=torch.float64))
+    close = huge * (1 + 1e-6 * torch.randn(3, 4, generator=g, dtype=torch.float64))
+    torch.testing.assert_close(mle.mse(huge.float(), close.float(), "none").double(),
+                               F.mse_loss(huge.float().double(), close.float().double(), reduction="none"), rtol=1e-6,
+                               atol=0)
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda: mle.binary_cross_entropy(torch.rand(3), torch.rand(2)), r"same shape.*\(3,\).*\(2,\)"),
     (lambda: mle.mse(torch.arange(3), torch.arange(3)), "floating tensor"),

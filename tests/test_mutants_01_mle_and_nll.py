@@ -57,8 +57,22 @@ def cat_calls_nll_loss(probs, targets, reduction="mean"):
     return F.nll_loss(torch.log(probs), targets, reduction=reduction)
 
 
+def cat_loop_over_rows(probs, targets, reduction="mean"):
+    return _reduce(torch.stack([-torch.log(probs[n, targets[n]]) for n in range(probs.shape[0])]), reduction)
+
+
+def cat_one_hot_of_int64_only(probs, targets, reduction="mean"):
+    true_class = F.one_hot(targets, probs.shape[1]).bool()   # one_hot takes int64 only: int32 targets raise
+    return _reduce(-torch.where(true_class, torch.log(probs), torch.zeros_like(probs)).sum(dim=1), reduction)
+
+
 def cat_gather(probs, targets, reduction="mean"):
     return _reduce(-torch.log(probs.gather(1, targets.long()[:, None]).squeeze(1)), reduction)
+
+
+def cat_one_hot_of_long_targets(probs, targets, reduction="mean"):
+    true_class = F.one_hot(targets.long(), probs.shape[1]).bool()
+    return _reduce(-torch.where(true_class, torch.log(probs), torch.zeros_like(probs)).sum(dim=1), reduction)
 
 
 def cat_masked_sum_fp64(probs, targets, reduction="mean"):
@@ -105,6 +119,11 @@ def bce_sum_for_mean(probs, targets, reduction="mean"):
 
 def bce_calls_torch(probs, targets, reduction="mean"):
     return F.binary_cross_entropy(probs, targets, reduction=reduction)
+
+
+def bce_mean_guarded_against_no_elements(probs, targets, reduction="mean"):
+    loss = -(targets * torch.log(probs).clamp(min=-100) + (1 - targets) * torch.log1p(-probs).clamp(min=-100))
+    return loss.sum() / max(loss.numel(), 1) if reduction == "mean" else _reduce(loss, reduction)
 
 
 def bce_in_fp64(probs, targets, reduction="mean"):
@@ -162,10 +181,28 @@ def bcel_calls_softplus(logits, targets, reduction="mean"):
     return _reduce(F.softplus(logits) - targets * logits, reduction)
 
 
+def bcel_nan_to_num(logits, targets, reduction="mean"):
+    loss = logits.clamp(min=0) - targets * logits + torch.log1p(torch.exp(-logits.abs()))
+    return torch.nan_to_num(_reduce(loss, reduction))
+
+
 def bcel_softplus_by_hand(logits, targets, reduction="mean"):
+    z = logits
+    tail = torch.log1p(torch.exp(-z.abs()))
+    softplus_pos = (z.abs() + z) / 2 + tail          # log(1 + e^z)
+    softplus_neg = (z.abs() - z) / 2 + tail          # log(1 + e^-z)
+    return _reduce(targets * softplus_neg + (1 - targets) * softplus_pos, reduction)
+
+
+def bcel_clamp_for_max(logits, targets, reduction="mean"):
+    # right values; autograd's slope at z = 0 is 1 (clamp) + 0 (|z|): 1 - y, where the loss's is 1/2 - y
+    return _reduce(logits.clamp(min=0) - targets * logits + torch.log1p(torch.exp(-logits.abs())), reduction)
+
+
+def bcel_softplus_by_hand_clamped(logits, targets, reduction="mean"):
     tail = torch.log1p(torch.exp(-logits.abs()))
-    softplus_pos = logits.clamp(min=0) + tail        # log(1 + e^z)
-    softplus_neg = (-logits).clamp(min=0) + tail     # log(1 + e^-z)
+    softplus_pos = logits.clamp(min=0) + tail
+    softplus_neg = (-logits).clamp(min=0) + tail     # at z = 0 the two clamps give slopes -y and 1 - y: 1 - 2y
     return _reduce(targets * softplus_neg + (1 - targets) * softplus_pos, reduction)
 
 
@@ -260,6 +297,16 @@ def mse_calls_torch(pred, target, reduction="mean"):
     return F.mse_loss(pred, target, reduction=reduction)
 
 
+def mse_expanded_square(pred, target, reduction="mean"):
+    return _reduce(pred ** 2 - 2 * pred * target + target ** 2, reduction)
+
+
+def mse_zero_for_no_elements(pred, target, reduction="mean"):
+    if pred.numel() == 0:
+        return pred.new_zeros(())
+    return _reduce((pred - target) ** 2, reduction)
+
+
 def mse_product_fp64(pred, target, reduction="mean"):
     diff = pred.double() - target.double()
     return _reduce(diff * diff, reduction).to(pred.dtype)
@@ -320,6 +367,18 @@ def gnll_calls_torch(mean, target, var, full=False, eps=1e-6, reduction="mean"):
     return F.gaussian_nll_loss(mean, target, v, full=full, eps=eps, reduction=reduction)
 
 
+def gnll_one_fewer_dim_is_per_row(mean, target, var, full=False, eps=1e-6, reduction="mean"):
+    v = _var(var, mean, eps)
+    if v.dim() == mean.dim() - 1:
+        v = v.unsqueeze(-1)                      # F.gaussian_nll_loss's rule, not broadcasting: (C,) fails
+    return _reduce(0.5 * (torch.log(v) + (target - mean) ** 2 / v) + _const(full), reduction)
+
+
+def gnll_nan_to_num(mean, target, var, full=False, eps=1e-6, reduction="mean"):
+    v = _var(var, mean, eps)
+    return torch.nan_to_num(_reduce(0.5 * (torch.log(v) + (target - mean) ** 2 / v) + _const(full), reduction))
+
+
 def gnll_fp64_log_std(mean, target, var, full=False, eps=1e-6, reduction="mean"):
     m, t = mean.double(), target.double()
     v = torch.maximum(torch.as_tensor(var, dtype=torch.float64), torch.tensor(eps, dtype=torch.float64))
@@ -346,9 +405,12 @@ EXERCISES = {
         "sum where the mean is asked": cat_sum_for_mean,
         "gather without squeeze: shape (N, 1)": cat_gather_keeps_dim,
         "calls F.nll_loss": cat_calls_nll_loss,
+        "a Python loop over the rows (torch.stack of nothing raises on an empty batch)": cat_loop_over_rows,
+        "F.one_hot of the targets (raises on int32 targets)": cat_one_hot_of_int64_only,
     }, right={
         "gather and squeeze": cat_gather,
         "masked sum in float64": cat_masked_sum_fp64,
+        "F.one_hot of targets.long(), then torch.where": cat_one_hot_of_long_targets,
     }),
     "test_binary_cross_entropy": Exercise("binary_cross_entropy", differentiable=True, wrong={
         "wrong sign": bce_wrong_sign,
@@ -359,6 +421,7 @@ EXERCISES = {
         "loss clamped after multiplying": bce_clamp_after_multiply,
         "sum where the mean is asked": bce_sum_for_mean,
         "calls F.binary_cross_entropy": bce_calls_torch,
+        "mean over no elements guarded to 0 (not nan)": bce_mean_guarded_against_no_elements,
     }, right={
         "float64 arithmetic": bce_in_fp64,
         "torch.maximum and log(1 - p)": bce_maximum_and_log_one_minus,
@@ -373,6 +436,9 @@ EXERCISES = {
         "+ y z instead of - y z": bcel_wrong_sign_yz,
         "calls F.binary_cross_entropy_with_logits": bcel_calls_torch,
         "calls F.softplus": bcel_calls_softplus,
+        "nan_to_num of the result (an empty mean gives 0, not nan)": bcel_nan_to_num,
+        "z.clamp(min=0) for max(z, 0) (gradient 1 - y at z = 0)": bcel_clamp_for_max,
+        "softplus identity with clamps (gradient 1 - 2y at z = 0)": bcel_softplus_by_hand_clamped,
     }, right={
         "softplus identity written by hand": bcel_softplus_by_hand,
         "torch.where over the sign of z": bcel_where_branches,
@@ -396,6 +462,8 @@ EXERCISES = {
         "half squared error": mse_half,
         "square of the mean error": mse_square_of_mean,
         "calls F.mse_loss": mse_calls_torch,
+        "expanded square p^2 - 2pt + t^2 (cancels, and overflows at 1e20)": mse_expanded_square,
+        "an empty input gives 0": mse_zero_for_no_elements,
     }, right={
         "diff * diff in float64": mse_product_fp64,
         "(target - pred).pow(2)": mse_pow,
@@ -409,6 +477,8 @@ EXERCISES = {
         "full adds log(2 pi), not half of it": gnll_full_constant_not_halved,
         "constant added even when full=False": gnll_always_full,
         "calls F.gaussian_nll_loss": gnll_calls_torch,
+        "a var with one dim fewer is one per row (torch's rule), not broadcast": gnll_one_fewer_dim_is_per_row,
+        "nan_to_num of the result (an empty mean gives 0, not nan)": gnll_nan_to_num,
     }, right={
         "log of the standard deviation, float64": gnll_fp64_log_std,
         "torch.where clamp": gnll_where_clamp,

@@ -92,6 +92,12 @@ def softmax_via_torch_log_softmax(logits, dim=-1, temperature=1.0):
     return F.log_softmax(_upcast(logits) / temperature, dim=dim).exp()
 
 
+def softmax_always_float32(logits, dim=-1, temperature=1.0):
+    x = logits.float() / temperature             # float64 rounded to float32 too
+    e = torch.exp(x - _finite_max(x, dim))
+    return e / e.sum(dim=dim, keepdim=True)
+
+
 def softmax_float64(logits, dim=-1, temperature=1.0):
     x = logits.double() / temperature
     e = torch.exp(x - _finite_max(x, dim))
@@ -141,6 +147,10 @@ def logsumexp_special_alias(x, dim=-1):
     return torch.special.logsumexp(_upcast(x), dim)
 
 
+def logsumexp_always_float32(x, dim=-1):
+    return _lse(x.float(), dim)
+
+
 def logsumexp_max_plus_log1p(x, dim=-1):
     x = _upcast(x)
     m = x.amax(dim=dim, keepdim=True)
@@ -186,6 +196,10 @@ def log_softmax_calls_torch(logits, dim=-1, temperature=1.0):
 
 def log_softmax_functional_alias(logits, dim=-1, temperature=1.0):
     return F.log_softmax(_upcast(logits) / temperature, dim=dim)
+
+
+def log_softmax_always_float32(logits, dim=-1, temperature=1.0):
+    return _log_softmax(logits.float() / temperature, dim)
 
 
 def log_softmax_float64(logits, dim=-1, temperature=1.0):
@@ -301,6 +315,50 @@ def ce_nll_loss_on_own_log_probs(logits, targets, ignore_index=-100, reduction="
     return _reduce(per_token, keep, reduction, targets)
 
 
+def ce_multiplies_by_the_mask(logits, targets, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    z, y, keep = _flat(logits, targets, ignore_index)
+    per_token = _ce_per_token(z, y, label_smoothing) * keep     # 0 * inf = nan at an ignored row of -inf or nan
+    if reduction == "none":
+        return per_token.reshape(targets.shape)
+    return per_token.sum() / keep.sum() if reduction == "mean" else per_token.sum()
+
+
+def ce_smoothing_over_finite_log_probs(logits, targets, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    z, y, keep = _flat(logits, targets, ignore_index)
+    log_p = _log_softmax(z)
+    finite = torch.isfinite(log_p)               # a masked class dropped from the mean: the loss stays finite
+    smooth = -torch.where(finite, log_p, torch.zeros_like(log_p)).sum(dim=1) / finite.sum(dim=1)
+    per_token = (1 - label_smoothing) * -_gather(log_p, y) + label_smoothing * smooth
+    return _reduce(per_token, keep, reduction, targets)
+
+
+def _one_hot_target_of_int64_only(logits, targets, ignore_index, label_smoothing):
+    """(z, q, keep) with the smoothed one-hot target q built by F.one_hot from the targets as given: no .long(), so
+    int32 targets raise."""
+    z = _upcast(logits).reshape(-1, logits.shape[-1])
+    y = targets.reshape(-1)
+    keep = y != ignore_index
+    num_classes = z.shape[-1]
+    q = (1 - label_smoothing) * F.one_hot(torch.where(keep, y, 0), num_classes) + label_smoothing / num_classes
+    return z, q, keep
+
+
+def ce_one_hot_of_int64_only(logits, targets, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    z, q, keep = _one_hot_target_of_int64_only(logits, targets, ignore_index, label_smoothing)
+    log_p = _log_softmax(z)
+    per_token = -torch.where(q > 0, q * log_p, torch.zeros_like(log_p)).sum(dim=1)
+    return _reduce(per_token, keep, reduction, targets)
+
+
+def ce_one_hot_of_long_targets(logits, targets, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    return ce_one_hot_of_int64_only(logits, targets.long(), ignore_index, reduction, label_smoothing)
+
+
+def ce_always_float32(logits, targets, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    z, y, keep = _flat(logits.float(), targets, ignore_index)     # float64 rounded to float32 too
+    return _reduce(_ce_per_token(z, y, label_smoothing), keep, reduction, targets)
+
+
 def ce_gather_float64(logits, targets, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     z, y, keep = _flat(logits.double(), targets, ignore_index)
     return _reduce(_ce_per_token(z, y, label_smoothing), keep, reduction, targets)
@@ -352,14 +410,28 @@ def per_sequence_float64(logits, targets, ignore_index=-100):
     return _seq_per_token(logits, targets, ignore_index).sum(dim=1) / kept
 
 
-def per_sequence_masked_mean_in_3d(logits, targets, ignore_index=-100):
+def _nll_in_3d(logits, targets, ignore_index):
     z = _upcast(logits)
     kept = targets != ignore_index
     y = torch.where(kept, targets, torch.zeros_like(targets))
     m = _finite_max(z, -1)
     lse = (m + torch.log(torch.exp(z - m).sum(dim=-1, keepdim=True))).squeeze(-1)
-    nll = lse - z.gather(-1, y[..., None]).squeeze(-1)
-    return (nll * kept).sum(dim=1) / kept.sum(dim=1)
+    return lse - z.gather(-1, y[..., None]).squeeze(-1), kept
+
+
+def per_sequence_masked_mean_in_3d(logits, targets, ignore_index=-100):
+    nll, kept = _nll_in_3d(logits, targets, ignore_index)
+    return torch.where(kept, nll, torch.zeros_like(nll)).sum(dim=1) / kept.sum(dim=1)
+
+
+def per_sequence_multiplies_by_the_mask(logits, targets, ignore_index=-100):
+    nll, kept = _nll_in_3d(logits, targets, ignore_index)
+    return (nll * kept).sum(dim=1) / kept.sum(dim=1)           # 0 * inf = nan at padding of -inf or nan
+
+
+def per_sequence_always_float32(logits, targets, ignore_index=-100):
+    nll, kept = _nll_in_3d(logits.float(), targets, ignore_index)
+    return torch.where(kept, nll, torch.zeros_like(nll)).sum(dim=1) / kept.sum(dim=1)
 
 
 # ------------------------------------------------------------------ cross_entropy_grad
@@ -379,7 +451,7 @@ def _p_and_q(logits, targets, ignore_index, label_smoothing, spread_over_others=
 def _finish_grad(grad, keep, reduction, logits, count=None):
     grad = torch.where(keep[:, None], grad, torch.zeros_like(grad))
     if reduction == "mean":
-        grad = grad / (keep.sum() if count is None else count)
+        grad = grad / (keep.sum().clamp(min=1) if count is None else count)   # nothing kept: 0, as autograd's
     return grad.reshape(logits.shape)
 
 
@@ -429,6 +501,29 @@ def grad_autograd_grad_of_own_loss(logits, targets, ignore_index=-100, reduction
     return torch.autograd.grad(loss, z)[0]
 
 
+def grad_multiplies_by_the_mask(logits, targets, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    p, q, keep = _p_and_q(logits, targets, ignore_index, label_smoothing)
+    grad = (p - q) * keep[:, None]                       # 0 * nan = nan at an ignored row of -inf or nan
+    if reduction == "mean":
+        grad = grad / keep.sum().clamp(min=1)
+    return grad.reshape(logits.shape)
+
+
+def grad_nan_when_nothing_is_kept(logits, targets, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    p, q, keep = _p_and_q(logits, targets, ignore_index, label_smoothing)
+    return _finish_grad(p - q, keep, reduction, logits, count=keep.sum())      # 0 / 0 = nan, where autograd gives 0
+
+
+def grad_one_hot_of_int64_only(logits, targets, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    z, q, keep = _one_hot_target_of_int64_only(logits, targets, ignore_index, label_smoothing)
+    return _finish_grad(torch.exp(_log_softmax(z)) - q, keep, reduction, logits)
+
+
+def grad_always_float32(logits, targets, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    p, q, keep = _p_and_q(logits.float(), targets, ignore_index, label_smoothing)
+    return _finish_grad(p - q, keep, reduction, logits)
+
+
 def grad_float64(logits, targets, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     p, q, keep = _p_and_q(logits.double(), targets, ignore_index, label_smoothing)
     return _finish_grad(p - q, keep, reduction, logits)
@@ -441,9 +536,9 @@ def grad_scatter_onehot(logits, targets, ignore_index=-100, reduction="mean", la
     p = e / e.sum(dim=1, keepdim=True)
     target = torch.full_like(p, label_smoothing / num_classes)
     target.scatter_add_(1, y[:, None], torch.full((len(y), 1), 1.0 - label_smoothing, dtype=p.dtype))
-    grad = (p - target) * keep[:, None].to(p.dtype)
+    grad = torch.where(keep[:, None], p - target, torch.zeros_like(p))
     if reduction == "mean":
-        grad = grad / keep.sum()
+        grad = grad / torch.where(keep.any(), keep.sum(), 1)
     return grad.reshape(logits.shape)
 
 
@@ -492,6 +587,19 @@ def focal_calls_torch(logits, targets, gamma=2.0, ignore_index=-100, reduction="
     return _reduce((1 - torch.exp(-ce)) ** gamma * ce, keep, reduction, targets)
 
 
+def focal_multiplies_by_the_mask(logits, targets, gamma=2.0, ignore_index=-100, reduction="mean"):
+    log_pt, keep = _log_pt(logits, targets, ignore_index)
+    per_token = -((1 - log_pt.exp()) ** gamma) * log_pt * keep    # 0 * inf = nan where an ignored log p_t is -inf
+    if reduction == "none":
+        return per_token.reshape(targets.shape)
+    return per_token.sum() / keep.sum() if reduction == "mean" else per_token.sum()
+
+
+def focal_always_float32(logits, targets, gamma=2.0, ignore_index=-100, reduction="mean"):
+    log_pt, keep = _log_pt(logits.float(), targets, ignore_index)
+    return _reduce(-((1 - log_pt.exp()) ** gamma) * log_pt, keep, reduction, targets)
+
+
 def focal_float64(logits, targets, gamma=2.0, ignore_index=-100, reduction="mean"):
     log_pt, keep = _log_pt(logits.double(), targets, ignore_index)
     return _reduce(-((1 - log_pt.exp()) ** gamma) * log_pt, keep, reduction, targets)
@@ -514,6 +622,7 @@ EXERCISES = {
         "calls torch.softmax": softmax_calls_torch,
         "calls Tensor.softmax (alias)": softmax_tensor_method_alias,
         "exp of F.log_softmax": softmax_via_torch_log_softmax,
+        "float64 rounded to float32": softmax_always_float32,
     }, right={
         "float64 arithmetic": softmax_float64,
         "exp(x - logsumexp(x))": softmax_exp_of_log_probs,
@@ -526,6 +635,7 @@ EXERCISES = {
         "one global max for the whole tensor": logsumexp_global_max,
         "calls torch.logsumexp": logsumexp_calls_torch,
         "calls torch.special.logsumexp (alias)": logsumexp_special_alias,
+        "float64 rounded to float32": logsumexp_always_float32,
     }, right={
         "max plus log1p of the rest": logsumexp_max_plus_log1p,
         "float64 arithmetic": logsumexp_float64,
@@ -538,6 +648,7 @@ EXERCISES = {
         "computed in the input's half precision": log_softmax_in_half_precision,
         "calls torch.log_softmax": log_softmax_calls_torch,
         "calls F.log_softmax (alias)": log_softmax_functional_alias,
+        "float64 rounded to float32": log_softmax_always_float32,
     }, right={
         "float64 arithmetic": log_softmax_float64,
         "x - (max + log1p of the rest)": log_softmax_via_log1p,
@@ -555,9 +666,14 @@ EXERCISES = {
         "computed in the input's half precision": ce_in_half_precision,
         "calls F.cross_entropy": ce_calls_torch,
         "calls F.nll_loss on its own log-probs": ce_nll_loss_on_own_log_probs,
+        "multiplies by the mask (0 * inf = nan at an ignored row of -inf)": ce_multiplies_by_the_mask,
+        "label smoothing averages only the finite log-probs": ce_smoothing_over_finite_log_probs,
+        "F.one_hot of the targets (raises on int32 targets)": ce_one_hot_of_int64_only,
+        "float64 rounded to float32": ce_always_float32,
     }, right={
         "gather of float64 log-probs": ce_gather_float64,
         "logsumexp minus the target logit": ce_lse_minus_target_logit,
+        "dense q from F.one_hot(targets.long()), products selected where q > 0": ce_one_hot_of_long_targets,
     }),
     "test_per_sequence_cross_entropy": Exercise("per_sequence_cross_entropy", differentiable=True, wrong={
         "divides by the padded length T": per_sequence_divides_by_length,
@@ -565,6 +681,8 @@ EXERCISES = {
         "token mean copied to every sequence": per_sequence_token_mean_repeated,
         "fully padded sequence gives 0": per_sequence_empty_gives_zero,
         "calls F.cross_entropy": per_sequence_calls_torch,
+        "multiplies by the mask (0 * inf = nan at padding of -inf)": per_sequence_multiplies_by_the_mask,
+        "float64 rounded to float32": per_sequence_always_float32,
     }, right={
         "float64 per-token losses": per_sequence_float64,
         "masked mean directly on (B, T)": per_sequence_masked_mean_in_3d,
@@ -578,6 +696,10 @@ EXERCISES = {
         "label smoothing spread over the C - 1 other classes": grad_smoothing_over_other_classes,
         "autograd of F.cross_entropy": grad_autograd_of_torch_loss,
         "torch.autograd.grad of its own loss": grad_autograd_grad_of_own_loss,
+        "multiplies by the mask (0 * nan = nan at an ignored row of -inf)": grad_multiplies_by_the_mask,
+        "divides by a kept count of 0 (nan, where autograd gives 0)": grad_nan_when_nothing_is_kept,
+        "F.one_hot of the targets (raises on int32 targets)": grad_one_hot_of_int64_only,
+        "float64 rounded to float32": grad_always_float32,
     }, right={
         "float64 softmax minus smoothed target": grad_float64,
         "scatter-built target": grad_scatter_onehot,
@@ -589,6 +711,8 @@ EXERCISES = {
         "log of the stable softmax (underflow)": focal_log_of_stable_softmax,
         "weight from the top class, not the target": focal_weight_from_top_class,
         "calls F.cross_entropy": focal_calls_torch,
+        "multiplies by the mask (0 * inf = nan at an ignored row of -inf)": focal_multiplies_by_the_mask,
+        "float64 rounded to float32": focal_always_float32,
     }, right={
         "float64 arithmetic": focal_float64,
         "logsumexp and expm1": focal_via_lse_and_expm1,

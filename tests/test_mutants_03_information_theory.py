@@ -101,6 +101,12 @@ def entropy_bits_then_converted(p, dim=-1, base=math.e):
     return bits * (math.log(2) / math.log(base))
 
 
+def entropy_checks_with_min(p, dim=-1, base=math.e):
+    if p.min() < 0:                                       # min() of an empty batch raises
+        raise ValueError("p must be non-negative")
+    return _entropy(p, dim) / math.log(base)
+
+
 # ------------------------------------------------------------------ cross_entropy_of_distributions
 
 def ce_arguments_swapped(p, q, dim=-1, base=math.e):
@@ -164,6 +170,16 @@ def ce_float64_masked_fill(p, q, dim=-1, base=math.e):
     p, q = p.double(), q.double()
     terms = (p * torch.log(q)).masked_fill(p == 0, 0.0)
     return -terms.sum(dim=dim) / math.log(base)
+
+
+def ce_expands_q_to_p(p, q, dim=-1, base=math.e):
+    return _cross_entropy(p, q.expand_as(p), dim) / math.log(base)     # broadcasts one way only
+
+
+def ce_checks_with_min(p, q, dim=-1, base=math.e):
+    if p.min() < 0 or q.min() < 0:                        # min() of an empty batch raises
+        raise ValueError("p and q must be non-negative")
+    return _cross_entropy(p, q, dim) / math.log(base)
 
 
 # ------------------------------------------------------------------ kl_divergence
@@ -240,6 +256,16 @@ def kl_where_on_the_log_difference(p, q, dim=-1, base=math.e):
     return terms.sum(dim=dim) / math.log(base)
 
 
+def kl_expands_q_to_p(p, q, dim=-1, base=math.e):
+    return _kl(p, q.expand_as(p), dim) / math.log(base)
+
+
+def kl_checks_with_min(p, q, dim=-1, base=math.e):
+    if p.min() < 0 or q.min() < 0:
+        raise ValueError("p and q must be non-negative")
+    return _kl(p, q, dim) / math.log(base)
+
+
 # ------------------------------------------------------------------ perplexity
 
 def ppl_mean_of_exp(token_nll, mask=None):
@@ -308,6 +334,24 @@ def ppl_float64_in_bits(token_nll, mask=None):
     return 2 ** bits.mean()
 
 
+def _kept_finite(token_nll, mask):
+    """Treats every non-finite NLL as padding: a real token the model gave probability 0 is dropped too."""
+    nll = _upcast(token_nll)
+    keep = torch.isfinite(nll) if mask is None else mask & torch.isfinite(nll)
+    return nll[keep]
+
+
+def ppl_drops_infinite_tokens(token_nll, mask=None):
+    return _kept_finite(token_nll, mask).mean().exp()
+
+
+def ppl_empty_input_gives_one(token_nll, mask=None):
+    nll = _upcast(token_nll)
+    if mask is None:
+        return (nll.sum() / max(nll.numel(), 1)).exp()    # 0 tokens: exp(0) = 1, not nan
+    return nll[mask].mean().exp()
+
+
 # ------------------------------------------------------------------ bits_per_character
 
 def bpc_divides_by_tokens(token_nll, num_characters, mask=None):
@@ -356,6 +400,15 @@ def bpc_float64_masked_fill(token_nll, num_characters, mask=None):
         nll = nll.masked_fill(~mask, 0.0)
     return (nll / math.log(2)).sum() / num_characters
 
+def bpc_drops_infinite_tokens(token_nll, num_characters, mask=None):
+    return _kept_finite(token_nll, mask).sum() / (math.log(2) * num_characters)
+
+
+def bpc_bits_per_token_times_tokens_per_character(token_nll, num_characters, mask=None):
+    nll = _kept(token_nll, mask)
+    return nll.mean() / math.log(2) * (nll.numel() / num_characters)     # nothing kept: nan * 0 = nan
+
+
 
 EXERCISES = {
     "test_entropy": Exercise("entropy", differentiable=True, wrong={
@@ -371,6 +424,7 @@ EXERCISES = {
         "calls torch.special.entr": entropy_calls_special_entr,
         "calls torch.xlogy": entropy_calls_xlogy,
         "Categorical(probs=p).entropy()": entropy_via_categorical,
+        "validates with p.min() (raises on an empty batch)": entropy_checks_with_min,
     }, right={
         "nan_to_num of p log p": entropy_nan_to_num,
         "bits with where, then converted": entropy_bits_then_converted,
@@ -387,6 +441,8 @@ EXERCISES = {
         "always float32 (float64 1e-300 becomes 0)": ce_always_float32,
         "calls torch.xlogy": ce_calls_xlogy,
         "calls F.cross_entropy with probability targets": ce_calls_f_cross_entropy,
+        "q.expand_as(p) (broadcasts only a smaller q)": ce_expands_q_to_p,
+        "validates with min() (raises on an empty batch)": ce_checks_with_min,
     }, right={
         "where on the product": ce_where_on_the_product,
         "float64 with masked_fill": ce_float64_masked_fill,
@@ -404,6 +460,8 @@ EXERCISES = {
         "computed in the input's half precision": kl_in_half_precision,
         "calls F.kl_div": kl_calls_f_kl_div,
         "calls torch.distributions.kl_divergence": kl_torch_distributions,
+        "q.expand_as(p) (broadcasts only a smaller q)": kl_expands_q_to_p,
+        "validates with min() (raises on an empty batch)": kl_checks_with_min,
     }, right={
         "H(p, q) - H(p) from one's own functions": kl_cross_entropy_minus_entropy,
         "where on the log difference": kl_where_on_the_log_difference,
@@ -419,6 +477,8 @@ EXERCISES = {
         "mean of per-sequence perplexities": ppl_mean_of_per_sequence_perplexities,
         "nothing kept gives 1 instead of nan": ppl_nothing_kept_gives_one,
         "computed in the input's half precision": ppl_in_half_precision,
+        "drops infinite NLLs (a real token of probability 0)": ppl_drops_infinite_tokens,
+        "no mask and no token gives 1 instead of nan": ppl_empty_input_gives_one,
     }, right={
         "masked_fill, sum, divide by the count": ppl_masked_fill_then_divide,
         "float64, in bits, 2 ** mean": ppl_float64_in_bits,
@@ -432,6 +492,9 @@ EXERCISES = {
         "bits per token": bpc_bits_per_token,
         "multiplies by the mask (0 * inf = nan)": bpc_multiplies_by_mask,
         "computed in the input's half precision": bpc_in_half_precision,
+        "drops infinite NLLs (a real token of probability 0)": bpc_drops_infinite_tokens,
+        "bits per token x tokens per character (nan when nothing is kept)":
+            bpc_bits_per_token_times_tokens_per_character,
     }, right={
         "times log2(e)": bpc_times_log2_e,
         "float64 with masked_fill": bpc_float64_masked_fill,

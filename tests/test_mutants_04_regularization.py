@@ -106,6 +106,27 @@ def l1_where(w, grad, lr, l1):
     return torch.where(u > t, u - t, torch.where(u < -t, u + t, torch.zeros_like(u)))
 
 
+def l1_sign_as_u_over_abs_u(w, grad, lr, l1):
+    u = _u(w, grad, lr)
+    return u / u.abs() * torch.clamp(u.abs() - lr * l1, min=0)    # u = 0: 0 / 0 = nan
+
+
+def l1_shrinkage_factor(w, grad, lr, l1):
+    u = _u(w, grad, lr)
+    return u * torch.clamp(1 - lr * l1 / u.abs(), min=0)          # u = 0 with lr * l1 = 0: 0 / 0 = nan
+
+
+def l1_lr_as_a_python_number(w, grad, lr, l1):
+    lr = float(lr)                                                # raises for one lr per coordinate
+    u = _u(w, grad, lr)
+    return torch.sign(u) * torch.clamp(u.abs() - lr * l1, min=0)
+
+
+def l1_copysign(w, grad, lr, l1):
+    u = _u(w, grad, lr)
+    return torch.copysign(torch.clamp(u.abs() - lr * l1, min=0), u)
+
+
 # ------------------------------------------------------------------ adamw_step
 
 def _adamw(param, grad, exp_avg, exp_avg_sq, step, lr, betas, eps, weight_decay, *, decoupled=True, bias1=True,
@@ -207,6 +228,12 @@ dropout_ignores_generator = _dropout(lambda x, p, generator: torch.rand(x.shape)
                                      lambda x, mask, p: x * mask / (1 - p))
 dropout_one_mask_for_all_rows = _dropout(lambda x, p, generator: (torch.rand(x.shape[-1], generator=generator) >= p)
                                          .expand(x.shape), lambda x, mask, p: x * mask / (1 - p))
+
+# generator=None: a fresh torch.Generator() always starts from the same default seed, so every call drops the same
+# entries
+dropout_fresh_generator_when_none = _dropout(
+    lambda x, p, generator: _draw(x, torch.Generator() if generator is None else generator) >= p,
+    lambda x, mask, p: x * mask / (1 - p))
 
 
 def dropout_also_in_eval_mode(x, p, training=True, generator=None):
@@ -339,11 +366,38 @@ def ls_nll_loss_on_own_log_probs(logits, targets, epsilon):
     return (nll if epsilon == 0 else (1 - epsilon) * nll + epsilon * (-log_p).mean(1)).mean()
 
 
-def ls_dense_mixture_target(logits, targets, epsilon):
+def _mixture(logits, targets, epsilon):
     log_p = _log_p(logits)
     C = logits.shape[1]
-    q = (1 - epsilon) * (torch.arange(C) == targets[:, None]).to(log_p.dtype) + epsilon / C
-    return -(q * log_p).sum(1).mean()
+    return (1 - epsilon) * (torch.arange(C) == targets[:, None]).to(log_p.dtype) + epsilon / C, log_p
+
+
+def ls_dense_mixture_times_log_p(logits, targets, epsilon):
+    q, log_p = _mixture(logits, targets, epsilon)
+    return -(q * log_p).sum(1).mean()                     # a masked class at eps = 0: 0 * -inf = nan
+
+
+def ls_dense_mixture_where_q_positive(logits, targets, epsilon):
+    q, log_p = _mixture(logits, targets, epsilon)
+    return -torch.where(q > 0, q * log_p, torch.zeros_like(log_p)).sum(1).mean()
+
+
+def ls_no_special_case_at_epsilon_0(logits, targets, epsilon):
+    log_p = _log_p(logits)
+    return ((1 - epsilon) * _nll(log_p, targets) + epsilon * (-log_p).mean(1)).mean()   # 0 * inf = nan
+
+
+def ls_gathers_with_targets_as_given(logits, targets, epsilon):
+    log_p = _log_p(logits)
+    nll = -log_p.gather(1, targets[:, None]).squeeze(1)  # gather takes int32 or int64 only
+    return (nll if epsilon == 0 else (1 - epsilon) * nll + epsilon * (-log_p).mean(1)).mean()
+
+
+def ls_empty_batch_gives_0(logits, targets, epsilon):
+    log_p = _log_p(logits)
+    nll = _nll(log_p, targets)
+    per_row = nll if epsilon == 0 else (1 - epsilon) * nll + epsilon * (-log_p).mean(1)
+    return per_row.sum() / max(len(per_row), 1)           # F.cross_entropy gives nan for no rows
 
 
 def ls_logsumexp_form(logits, targets, epsilon):
@@ -419,6 +473,15 @@ def ece_in_half_precision(probs, targets, n_bins=15):
     return total
 
 
+def ece_correct_where_the_target_has_the_top_probability(probs, targets, n_bins=15):
+    count, acc, conf = _bins(probs, targets, n_bins)
+    top = _upcast(probs).max(1).values
+    correct = (_upcast(probs).gather(1, targets[:, None]).squeeze(1) == top).to(top.dtype)  # no int16 index
+    index = (torch.ceil(top * n_bins).long() - 1).clamp(0, n_bins - 1)
+    acc = torch.zeros_like(count).index_add_(0, index, correct) / count
+    return _weighted(count, (acc - conf).abs())
+
+
 def ece_bucketize(probs, targets, n_bins=15):
     probs = _upcast(probs)
     conf, pred = probs.max(1)
@@ -464,8 +527,12 @@ EXERCISES = {
         "threshold 2 lr l1": l1_threshold_two_lr_l1,
         "calls F.softshrink": l1_calls_softshrink,
         "computed in the input's half precision": l1_in_half_precision,
+        "sign(u) as u / |u| (nan where u = 0)": l1_sign_as_u_over_abs_u,
+        "u * max(1 - t / |u|, 0) (nan where u = 0 and t = 0)": l1_shrinkage_factor,
+        "float(lr) (no lr per coordinate)": l1_lr_as_a_python_number,
     }, right={
         "u minus its clamp to [-t, t]": l1_u_minus_clamp,
+        "copysign of the shrunk |u|": l1_copysign,
         "torch.where by cases": l1_where,
     }),
     "test_adamw_step": Exercise("adamw_step", wrong={
@@ -495,6 +562,7 @@ EXERCISES = {
         "p = 1 gives 0 / 0 = nan": dropout_nan_at_p_equal_one,
         "one mask shared by every row": dropout_one_mask_for_all_rows,
         "calls F.dropout": dropout_calls_f_dropout,
+        "generator=None: a fresh torch.Generator() (the same mask every call)": dropout_fresh_generator_when_none,
     }, right={
         "keep where rand < 1 - p, float mask": dropout_keep_where_rand_below_keep_prob,
         "torch.bernoulli with the generator": dropout_bernoulli,
@@ -521,8 +589,12 @@ EXERCISES = {
         "computed in the input's half precision": ls_in_half_precision,
         "calls F.cross_entropy": ls_calls_torch,
         "calls F.nll_loss on its own log-probs": ls_nll_loss_on_own_log_probs,
+        "dense mixture q * log p (0 * -inf = nan at epsilon = 0)": ls_dense_mixture_times_log_p,
+        "no special case at epsilon = 0 (0 * inf = nan for a masked class)": ls_no_special_case_at_epsilon_0,
+        "gather with the targets as given (int16 and uint8 raise)": ls_gathers_with_targets_as_given,
+        "an empty batch gives 0 (sum / max(N, 1))": ls_empty_batch_gives_0,
     }, right={
-        "dense mixture target q": ls_dense_mixture_target,
+        "dense mixture target q, q * log p only where q > 0": ls_dense_mixture_where_q_positive,
         "logsumexp minus logits": ls_logsumexp_form,
     }),
     "test_expected_calibration_error": Exercise("expected_calibration_error", wrong={
@@ -533,6 +605,8 @@ EXERCISES = {
         "maximum gap (MCE)": ece_max_gap,
         "empty bins give nan": ece_nan_for_empty_bins,
         "computed in the input's half precision": ece_in_half_precision,
+        "correct where the target's probability is the top one (gather: int16 raises)":
+            ece_correct_where_the_target_has_the_top_probability,
     }, right={
         "torch.bucketize": ece_bucketize,
         "float64 loop over bins": ece_float64_loop,

@@ -47,7 +47,8 @@ def bn_unbiased_variance_to_normalise(x, gamma, beta, running_mean, running_var,
     return _bn(x, gamma, beta, running_mean, running_var, training, momentum, eps, normalise_correction=1)
 
 
-def bn_biased_variance_in_running_average(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1, eps=1e-5):
+def bn_biased_variance_in_running_average(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1,
+                                          eps=1e-5):
     return _bn(x, gamma, beta, running_mean, running_var, training, momentum, eps, running_unbiased=False)
 
 
@@ -156,13 +157,29 @@ def bn_channels_last_with_var_mean(x, gamma, beta, running_mean, running_var, tr
     flat = x.movedim(1, -1).reshape(-1, c)                        # (N * L, C): one row per value of each channel
     if training:
         var, mean = torch.var_mean(flat, dim=0, correction=0)
-        n = flat.shape[0]
         new_mean = running_mean * (1 - momentum) + mean * momentum
         new_var = running_var * (1 - momentum) + torch.var(flat, dim=0) * momentum   # default: unbiased
     else:
         mean, var, new_mean, new_var = running_mean, running_var, running_mean, running_var
     out = (flat - mean) * torch.rsqrt(var + eps) * gamma + beta
     return out.reshape(x.movedim(1, -1).shape).movedim(-1, 1), new_mean, new_var
+
+
+def bn_unbiased_factor_before_the_branch(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1,
+                                         eps=1e-5):
+    x = _upcast(x)
+    axes = [0] + list(range(2, x.dim()))
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    n = x.numel() // x.shape[1]
+    unbias = n / (n - 1)                           # worked out up front: a single example at inference divides by 0
+    if training:
+        mean, var = x.mean(dim=axes), x.var(dim=axes, correction=0)
+        new_mean = (1 - momentum) * running_mean + momentum * mean
+        new_var = (1 - momentum) * running_var + momentum * var * unbias
+    else:
+        mean, var, new_mean, new_var = running_mean, running_var, running_mean, running_var
+    out = (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + eps) * gamma.reshape(shape) + beta.reshape(shape)
+    return out, new_mean, new_var
 
 
 # ------------------------------------------------------------------ layernorm
@@ -224,6 +241,13 @@ def ln_float64_centred_second_moment(x, gamma, beta, eps=1e-5):
     return centred / (var + eps) ** 0.5 * gamma.double() + beta.double()
 
 
+def ln_token_by_token(x, gamma, beta, eps=1e-5):
+    x = _upcast(x)
+    rows = [(r - r.mean()) / torch.sqrt(((r - r.mean()) ** 2).mean() + eps) * gamma + beta
+            for r in x.reshape(-1, x.shape[-1])]
+    return torch.stack(rows).reshape(x.shape)     # an empty batch: torch.stack of no rows raises
+
+
 # ------------------------------------------------------------------ rmsnorm
 
 def rms_subtracts_the_mean(x, gamma, eps=1e-6):
@@ -275,6 +299,12 @@ def rms_via_vector_norm(x, gamma, eps=1e-6):
     x = _upcast(x)
     ms = torch.linalg.vector_norm(x, dim=-1, keepdim=True) ** 2 / x.shape[-1]
     return x / torch.sqrt(ms + eps) * gamma
+
+
+def rms_token_by_token(x, gamma, eps=1e-6):
+    x = _upcast(x)
+    rows = [r / torch.sqrt((r * r).mean() + eps) * gamma for r in x.reshape(-1, x.shape[-1])]
+    return torch.stack(rows).reshape(x.shape)     # an empty batch: torch.stack of no rows raises
 
 
 # ------------------------------------------------------------------ layernorm_backward
@@ -418,6 +448,11 @@ def rb_unknown_placement_treated_as_post(x, sublayer, norm, placement):
     return norm(x + sublayer(x))
 
 
+def rb_dict_lookup_raises_key_error(x, sublayer, norm, placement):
+    blocks = {"pre": lambda: x + sublayer(norm(x)), "post": lambda: norm(x + sublayer(x))}
+    return blocks[placement]()                     # another placement: KeyError, not the ValueError asked for
+
+
 def rb_dispatch_table(x, sublayer, norm, placement):
     blocks = {"pre": lambda: x + sublayer(norm(x)), "post": lambda: norm(x + sublayer(x))}
     if placement not in blocks:
@@ -449,6 +484,7 @@ EXERCISES = {
         "computed in the input's half precision": bn_in_half_precision,
         "calls F.batch_norm": bn_calls_f_batch_norm,
         "F.layer_norm on the transposed input": bn_layer_norm_on_the_transpose,
+        "n / (n - 1) worked out in eval too (a single example divides by 0)": bn_unbiased_factor_before_the_branch,
     }, right={
         "float64 with explicit sums": bn_float64_with_explicit_sums,
         "channels-last flatten with var_mean": bn_channels_last_with_var_mean,
@@ -462,6 +498,7 @@ EXERCISES = {
         "computed in the input's half precision": ln_in_half_precision,
         "calls F.layer_norm": ln_calls_f_layer_norm,
         "F.group_norm with one group": ln_group_norm_with_one_group,
+        "token by token, torch.stack (an empty batch raises)": ln_token_by_token,
     }, right={
         "var_mean and rsqrt": ln_var_mean_and_rsqrt,
         "float64 centred second moment": ln_float64_centred_second_moment,
@@ -475,6 +512,7 @@ EXERCISES = {
         "computed in the input's half precision": rms_in_half_precision,
         "F.normalize times sqrt(D) (no eps)": rms_f_normalize_times_sqrt_d,
         "calls F.rms_norm": rms_calls_f_rms_norm,
+        "token by token, torch.stack (an empty batch raises)": rms_token_by_token,
     }, right={
         "float64 rsqrt": rms_float64_rsqrt,
         "mean square from vector_norm": rms_via_vector_norm,
@@ -501,6 +539,7 @@ EXERCISES = {
         "post-norm without the residual": rb_post_without_the_residual,
         "post-norm adds the unnormalised input": rb_post_adds_the_unnormalised_input,
         "unknown placement treated as post": rb_unknown_placement_treated_as_post,
+        "dict lookup: KeyError for an unknown placement": rb_dict_lookup_raises_key_error,
     }, right={
         "dispatch table": rb_dispatch_table,
         "named steps": rb_named_steps,

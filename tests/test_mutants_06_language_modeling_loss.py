@@ -106,6 +106,29 @@ def lm_loss_sequence_sums_over_total(logits, tokens, mask=None):
     return -torch.where(keep, log_p, torch.zeros_like(log_p)).sum(-1).sum() / keep.sum()
 
 
+def lm_loss_multiplies_by_the_mask(logits, tokens, mask=None):
+    log_p = _target_log_probs(logits, tokens)
+    keep = _counted(log_p, mask).to(log_p.dtype)
+    return -(log_p * keep).sum() / keep.sum()        # a padding target of log-probability -inf: 0 * -inf = nan
+
+
+def lm_loss_upcasts_only_bfloat16(logits, tokens, mask=None):
+    logits = logits.float() if logits.dtype == torch.bfloat16 else logits
+    log_p = logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    return -log_p[_counted(log_p, mask)].mean()
+
+
+def lm_loss_in_float64(logits, tokens, mask=None):
+    log_p = _target_log_probs(logits.double(), tokens)
+    return -log_p[_counted(log_p, mask)].mean()      # right values, but a float64 loss for float32 logits
+
+
+def lm_loss_count_clamped_to_one(logits, tokens, mask=None):
+    log_p = _target_log_probs(logits, tokens)
+    keep = _counted(log_p, mask)
+    return -log_p[keep].sum() / keep.sum().clamp_min(1)   # 0, not nan, when no target counts
+
+
 # ------------------------------------------------------------------ sequence_log_likelihood
 
 def sll_averaged(logits, tokens, mask=None):
@@ -171,6 +194,22 @@ def sll_masked_fill(logits, tokens, mask=None):
     return log_p.masked_fill(~_counted(log_p, mask), 0.0).sum(-1)
 
 
+def sll_multiplies_by_the_mask(logits, tokens, mask=None):
+    log_p = _target_log_probs(logits, tokens)
+    return (log_p * _counted(log_p, mask)).sum(-1)   # a padding target of log-probability -inf: 0 * -inf = nan
+
+
+def sll_upcasts_only_bfloat16(logits, tokens, mask=None):
+    logits = logits.float() if logits.dtype == torch.bfloat16 else logits
+    log_p = logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    return torch.where(_counted(log_p, mask), log_p, torch.zeros_like(log_p)).sum(-1)
+
+
+def sll_in_float64(logits, tokens, mask=None):
+    log_p = _target_log_probs(logits.double(), tokens)
+    return torch.where(_counted(log_p, mask), log_p, torch.zeros_like(log_p)).sum(-1)
+
+
 # ------------------------------------------------------------------ perplexity_from_batch_losses
 
 def ppl_mean_of_batch_perplexities(mean_losses, token_counts):
@@ -205,13 +244,20 @@ def ppl_in_input_precision(mean_losses, token_counts):
     return weighted.exp()
 
 
+def ppl_weighted_sum_with_empty_batches(mean_losses, token_counts):
+    counts = token_counts.double()
+    total = (mean_losses.double() * counts).sum()     # a batch of 0 tokens whose mean is nan: 0 * nan = nan
+    return math.exp(total.item() / counts.sum().item())
+
+
 def ppl_float64_dot(mean_losses, token_counts):
-    counts = token_counts.to(torch.float64)
-    return torch.exp(torch.dot(mean_losses.to(torch.float64), counts) / counts.sum())
+    counted = token_counts > 0                         # a batch of no tokens has no mean (nan): leave it out
+    counts = token_counts[counted].to(torch.float64)
+    return torch.exp(torch.dot(mean_losses[counted].to(torch.float64), counts) / counts.sum())
 
 
 def ppl_fsum(mean_losses, token_counts):
-    total = math.fsum(float(l) * int(n) for l, n in zip(mean_losses.tolist(), token_counts.tolist()))
+    total = math.fsum(float(l) * int(n) for l, n in zip(mean_losses.tolist(), token_counts.tolist()) if n > 0)
     return math.exp(total / sum(token_counts.tolist()))
 
 
@@ -248,6 +294,11 @@ def mask_calls_tril(length, device=None):
 def mask_anti_diagonal(length, device=None):
     i = torch.arange(length, device=device)
     return i[None, :] + i[:, None] >= length - 1
+
+
+def mask_row_by_row(length, device=None):
+    i = torch.arange(length, device=device)
+    return torch.stack([i <= row for row in range(length)])   # length 0: torch.stack of no rows raises
 
 
 def mask_not_future(length, device=None):
@@ -341,6 +392,13 @@ def sample_softmax_over_the_batch(logits, temperature=1.0, top_k=None, generator
     return _draw(torch.softmax(logits / temperature, dim=0), generator)
 
 
+def sample_fresh_generator_when_none(logits, temperature=1.0, top_k=None, generator=None):
+    if temperature == 0:
+        return logits.argmax(-1)
+    generator = torch.Generator() if generator is None else generator   # the same seed on every call
+    return _draw(_probs(logits, temperature, top_k), generator)
+
+
 def sample_gumbel_max(logits, temperature=1.0, top_k=None, generator=None):
     logits = _upcast(logits)
     if temperature == 0:
@@ -378,6 +436,10 @@ EXERCISES = {
         "computed in bfloat16": lm_loss_in_bfloat16,
         "detached (not differentiable)": lm_loss_detached,
         "calls F.cross_entropy with ignore_index": lm_loss_calls_cross_entropy,
+        "multiplies by the mask (0 * -inf = nan at a padding target)": lm_loss_multiplies_by_the_mask,
+        "upcasts bfloat16 but computes float16 in float16": lm_loss_upcasts_only_bfloat16,
+        "float64 loss for float32 logits": lm_loss_in_float64,
+        "count clamped to 1 (0, not nan, when no target counts)": lm_loss_count_clamped_to_one,
     }, right={
         "boolean indexing, then a stable logsumexp": lm_loss_boolean_indexing_first,
         "per-sequence sums over the total count": lm_loss_sequence_sums_over_total,
@@ -391,6 +453,9 @@ EXERCISES = {
         "summed over the batch too": sll_summed_over_the_batch,
         "log of softmax (overflows)": sll_log_of_softmax,
         "calls F.cross_entropy(reduction='none')": sll_calls_cross_entropy,
+        "multiplies by the mask (0 * -inf = nan at a padding target)": sll_multiplies_by_the_mask,
+        "upcasts bfloat16 but computes float16 in float16": sll_upcasts_only_bfloat16,
+        "float64 result for float32 logits": sll_in_float64,
     }, right={
         "loop over positions": sll_loop_over_positions,
         "masked_fill then sum": sll_masked_fill,
@@ -403,6 +468,7 @@ EXERCISES = {
         "2 ** loss (bits) for a loss in nats": ppl_base_two,
         "forgot the exp": ppl_forgot_the_exp,
         "computed in the input's bfloat16": ppl_in_input_precision,
+        "0 * nan: a batch of no tokens with a nan mean": ppl_weighted_sum_with_empty_batches,
     }, right={
         "float64 dot product": ppl_float64_dot,
         "math.fsum over Python floats": ppl_fsum,
@@ -415,6 +481,7 @@ EXERCISES = {
         "int64 mask": mask_int64,
         "calls tril": mask_calls_tril,
         "anti-diagonal": mask_anti_diagonal,
+        "row by row with torch.stack (length 0 raises)": mask_row_by_row,
     }, right={
         "not in the future": mask_not_future,
         "cumsum of the identity": mask_cumsum_of_identity,
@@ -430,6 +497,7 @@ EXERCISES = {
         "no greedy case at temperature 0": sample_no_greedy_case,
         "exp without subtracting the max": sample_exp_without_max,
         "softmax over the batch axis": sample_softmax_over_the_batch,
+        "generator=None: a fresh torch.Generator() (the same draws every call)": sample_fresh_generator_when_none,
     }, right={
         "Gumbel-max trick": sample_gumbel_max,
         "inverse CDF with torch.rand": sample_inverse_cdf,

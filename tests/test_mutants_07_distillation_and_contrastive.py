@@ -127,6 +127,33 @@ def kd_flatten_rows_float64(student_logits, teacher_logits, temperature=1.0, red
     return per_row.sum() if reduction == "sum" else per_row.sum() / per_row.numel()
 
 
+def kd_squeezes_rows(student_logits, teacher_logits, temperature=1.0, reduction="batchmean"):
+    T = temperature
+    log_pt, log_ps = _logp(teacher_logits, T), _logp(student_logits, T)
+    p_t = log_pt.exp()
+    terms = torch.where(p_t > 0, p_t * (log_pt - log_ps), torch.zeros_like(p_t))
+    per_row = (T ** 2 * terms).sum(-1, keepdim=True).squeeze()     # drops every axis of size 1, not only the classes
+    return _reduce_rows(per_row, reduction)
+
+
+def kd_sum_over_the_first_axis(student_logits, teacher_logits, temperature=1.0, reduction="batchmean"):
+    per_row = _kd(student_logits, teacher_logits, temperature, "none")
+    return per_row.sum(0) if reduction == "sum" else _reduce_rows(per_row, reduction)
+
+
+def kd_nan_to_num(student_logits, teacher_logits, temperature=1.0, reduction="batchmean"):
+    T = temperature
+    log_pt, log_ps = _logp(teacher_logits, T), _logp(student_logits, T)
+    return _reduce_rows(T ** 2 * (log_pt.exp() * (log_pt - log_ps)).nan_to_num().sum(-1), reduction)   # inf -> 3e38
+
+
+def kd_empty_batchmean_is_zero(student_logits, teacher_logits, temperature=1.0, reduction="batchmean"):
+    per_row = _kd(student_logits, teacher_logits, temperature, "none")
+    if reduction == "batchmean":
+        return per_row.sum() / max(per_row.numel(), 1)
+    return _reduce_rows(per_row, reduction)
+
+
 # ------------------------------------------------------------------ distillation_objective
 
 def _ce(s, y):
@@ -139,7 +166,8 @@ def obj_alpha_swapped(student_logits, teacher_logits, targets, temperature, alph
 
 
 def obj_ce_at_temperature(student_logits, teacher_logits, targets, temperature, alpha):
-    return alpha * _ce(student_logits / temperature, targets) + (1 - alpha) * _kd(student_logits, teacher_logits, temperature)
+    kd = _kd(student_logits, teacher_logits, temperature)
+    return alpha * _ce(student_logits / temperature, targets) + (1 - alpha) * kd
 
 
 def obj_kd_without_t_squared(student_logits, teacher_logits, targets, temperature, alpha):
@@ -162,6 +190,20 @@ def obj_summed_cross_entropy(student_logits, teacher_logits, targets, temperatur
     return alpha * ce + (1 - alpha) * _kd(student_logits, teacher_logits, temperature)
 
 
+def obj_kd_multiplied_by_teacher_probs(student_logits, teacher_logits, targets, temperature, alpha):
+    T = temperature
+    log_pt, log_ps = _logp(teacher_logits, T), _logp(student_logits, T)
+    kd = T ** 2 * (log_pt.exp() * (log_pt - log_ps)).sum(-1).mean()       # 0 * (-inf) = nan where p_t = 0
+    return alpha * _ce(student_logits, targets) + (1 - alpha) * kd
+
+
+def obj_in_half_precision(student_logits, teacher_logits, targets, temperature, alpha):
+    T = temperature
+    ce = -torch.log_softmax(student_logits, -1).gather(-1, targets[:, None]).mean()
+    kd = T ** 2 * _kl_rows(torch.log_softmax(teacher_logits / T, -1), torch.log_softmax(student_logits / T, -1)).mean()
+    return alpha * ce + (1 - alpha) * kd
+
+
 def obj_calls_f_kl_div(student_logits, teacher_logits, targets, temperature, alpha):
     T = temperature
     kd = T ** 2 * F.kl_div(_logp(student_logits, T), _logp(teacher_logits, T), log_target=True, reduction="batchmean")
@@ -169,7 +211,8 @@ def obj_calls_f_kl_div(student_logits, teacher_logits, targets, temperature, alp
 
 
 def obj_explicit(student_logits, teacher_logits, targets, temperature, alpha):
-    return alpha * _ce(student_logits, targets) + (1 - alpha) * kd_via_logsumexp(student_logits, teacher_logits, temperature)
+    kd = kd_via_logsumexp(student_logits, teacher_logits, temperature)
+    return alpha * _ce(student_logits, targets) + (1 - alpha) * kd
 
 
 def obj_f_cross_entropy_and_own_kd(student_logits, teacher_logits, targets, temperature, alpha):
@@ -181,7 +224,7 @@ def obj_f_cross_entropy_and_own_kd(student_logits, teacher_logits, targets, temp
 
 def _views(z1, z2, normalise=True):
     z = _upcast(torch.cat([z1, z2]))
-    return z / z.norm(dim=1, keepdim=True) if normalise else z
+    return z / z.norm(dim=1, keepdim=True).clamp_min(1e-12) if normalise else z   # as F.normalize: a zero row stays 0
 
 
 def _nt_from_sim(sim, n):
@@ -246,6 +289,18 @@ def nt_in_half_precision(z1, z2, temperature=0.5):
     return _nt_from_sim(_masked(z @ z.T / temperature), len(z1))
 
 
+def nt_norm_without_floor(z1, z2, temperature=0.5):
+    z = _upcast(torch.cat([z1, z2]))
+    z = z / z.norm(dim=1, keepdim=True)                    # 0 / 0 = nan for a zero row
+    return _nt_from_sim(_masked(z @ z.T / temperature), len(z1))
+
+
+def nt_upcasts_bfloat16_only(z1, z2, temperature=0.5):
+    z = torch.cat([z1, z2])
+    z = F.normalize(z.float() if z.dtype == torch.bfloat16 else z, dim=1)
+    return _nt_from_sim(_masked(z @ z.T / temperature), len(z1))
+
+
 def nt_calls_f_cross_entropy(z1, z2, temperature=0.5):
     z, n = _views(z1, z2), len(z1)
     return F.cross_entropy(_masked(z @ z.T / temperature), torch.arange(2 * n).roll(n))
@@ -282,6 +337,13 @@ def _margin(r_chosen, r_rejected):
     return _upcast(r_chosen) - _upcast(r_rejected)
 
 
+def _nls(d):
+    """-log sigmoid(d): one smooth branch per sign, selected, each fed d on its own side (right gradient at d = 0)."""
+    up = d >= 0
+    d_pos, d_neg = torch.where(up, d, 0.0), torch.where(up, 0.0, d)
+    return torch.where(up, torch.log1p(torch.exp(-d_pos)), -d_neg + torch.log1p(torch.exp(d_neg)))
+
+
 def bt_naive_log_sigmoid(r_chosen, r_rejected, reduction="mean"):
     return _reduce(-torch.log(torch.sigmoid(_margin(r_chosen, r_rejected))), reduction)
 
@@ -314,6 +376,27 @@ def bt_in_half_precision(r_chosen, r_rejected, reduction="mean"):
     return _reduce(torch.clamp(-d, min=0) + torch.log1p(torch.exp(-d.abs())), reduction)
 
 
+def bt_max_and_abs_through_autograd(r_chosen, r_rejected, reduction="mean"):
+    d = _margin(r_chosen, r_rejected)              # right values; autograd's gradient at d = 0 is -1, not -1/2
+    return _reduce(torch.clamp(-d, min=0) + torch.log1p(torch.exp(-d.abs())), reduction)
+
+
+def bt_reduces_the_first_axis(r_chosen, r_rejected, reduction="mean"):
+    loss = _nls(_margin(r_chosen, r_rejected))
+    if reduction == "none":
+        return loss
+    return loss.sum(0) if reduction == "sum" else loss.mean(0)
+
+
+def bt_at_least_1d(r_chosen, r_rejected, reduction="mean"):
+    return _reduce(_nls(torch.atleast_1d(_margin(r_chosen, r_rejected))), reduction)
+
+
+def bt_empty_mean_is_zero(r_chosen, r_rejected, reduction="mean"):
+    loss = _nls(_margin(r_chosen, r_rejected))
+    return loss.sum() / max(loss.numel(), 1) if reduction == "mean" else _reduce(loss, reduction)
+
+
 def bt_calls_logsigmoid(r_chosen, r_rejected, reduction="mean"):
     return _reduce(-F.logsigmoid(_margin(r_chosen, r_rejected)), reduction)
 
@@ -340,6 +423,12 @@ def bt_two_way_logsumexp(r_chosen, r_rejected, reduction="mean"):
     return _reduce(torch.logsumexp(logits, dim=-1) - d, reduction)
 
 
+def bt_logsumexp_shifted_by_hand(r_chosen, r_rejected, reduction="mean"):
+    d = _margin(r_chosen, r_rejected)
+    m = torch.clamp(-d, min=0)                     # the larger exponent of (0, -d): a shift the gradient cancels
+    return _reduce(m + torch.log(torch.exp(-m) + torch.exp(-d - m)), reduction)
+
+
 EXERCISES = {
     "test_kd_loss": Exercise("kd_loss", differentiable=True, wrong={
         "T squared forgotten": kd_forgets_t_squared,
@@ -355,6 +444,10 @@ EXERCISES = {
         "log of softmax (-inf at extreme logits)": kd_log_of_softmax,
         "computed in the input's half precision": kd_in_half_precision,
         "calls F.kl_div": kd_calls_f_kl_div,
+        "squeeze(): a (1, C) input's 'none' comes back 0-d": kd_squeezes_rows,
+        "'sum' over the first axis only ((B, L, C) gives (L,))": kd_sum_over_the_first_axis,
+        "nan_to_num: a student's -inf where the teacher has mass becomes 3e38, not inf": kd_nan_to_num,
+        "empty (0, C) batchmean gives 0, not nan": kd_empty_batchmean_is_zero,
     }, right={
         "logsumexp and masked_fill": kd_via_logsumexp,
         "flattened rows in float64": kd_flatten_rows_float64,
@@ -367,6 +460,8 @@ EXERCISES = {
         "KD term not weighted by 1 - alpha": obj_no_one_minus_alpha,
         "summed instead of mean cross-entropy": obj_summed_cross_entropy,
         "calls F.kl_div": obj_calls_f_kl_div,
+        "KD term multiplied by p_t (nan where the teacher masks a class)": obj_kd_multiplied_by_teacher_probs,
+        "computed in the input's half precision": obj_in_half_precision,
     }, right={
         "explicit log-softmax CE and logsumexp KD": obj_explicit,
         "F.cross_entropy and lerp": obj_f_cross_entropy_and_own_kd,
@@ -382,6 +477,8 @@ EXERCISES = {
         "sum over anchors instead of mean": nt_sum_over_anchors,
         "computed in the input's half precision": nt_in_half_precision,
         "calls F.cross_entropy": nt_calls_f_cross_entropy,
+        "normalised without a floor (nan for a zero row)": nt_norm_without_floor,
+        "float16 not upcast (only bfloat16)": nt_upcasts_bfloat16_only,
     }, right={
         "explicit logsumexp minus positive": nt_explicit_logsumexp,
         "row by row with a -1e9 mask": nt_loop_with_big_negative_mask,
@@ -397,9 +494,14 @@ EXERCISES = {
         "calls F.logsigmoid": bt_calls_logsigmoid,
         "calls F.softplus": bt_calls_softplus,
         "calls binary_cross_entropy_with_logits": bt_calls_bce_with_logits,
+        "max(-d, 0) + log1p(exp(-|d|)) through autograd (gradient -1 at d = 0)": bt_max_and_abs_through_autograd,
+        "reduced over the first axis only ((4, 8) gives (8,))": bt_reduces_the_first_axis,
+        "atleast_1d: a 0-d pair's 'none' comes back (1,)": bt_at_least_1d,
+        "an empty batch's mean gives 0, not nan": bt_empty_mean_is_zero,
     }, right={
         "piecewise with where": bt_piecewise_where,
         "logsumexp over (d, 0) minus d": bt_two_way_logsumexp,
+        "logsumexp of (0, -d) shifted by hand": bt_logsumexp_shifted_by_hand,
     }),
 }
 

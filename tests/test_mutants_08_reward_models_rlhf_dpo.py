@@ -16,7 +16,16 @@ def _up(x):
 
 
 def _nls(t):
-    """-log sigmoid(t), stable."""
+    """-log sigmoid(t), stable: one smooth branch per sign, selected, each fed t on its own side (so the gradient is
+    right at t = 0 too, and the branch not taken cannot overflow)."""
+    up = t >= 0
+    t_pos, t_neg = torch.where(up, t, 0.0), torch.where(up, 0.0, t)
+    return torch.where(up, torch.log1p(torch.exp(-t_pos)), -t_neg + torch.log1p(torch.exp(t_neg)))
+
+
+def _max_and_abs(t):
+    """-log sigmoid(t) as max(-t, 0) + log1p(exp(-|t|)): right values, but autograd's gradient at t = 0 is -1, not
+    -1/2 (it differentiates max and |t| apart at their shared kink)."""
     return torch.clamp(-t, min=0) + torch.log1p(torch.exp(-t.abs()))
 
 
@@ -52,6 +61,26 @@ def bt_in_half_precision(r_chosen, r_rejected, reduction="mean"):
     return _reduce(_nls(r_chosen - r_rejected), reduction)
 
 
+def bt_max_and_abs_through_autograd(r_chosen, r_rejected, reduction="mean"):
+    return _reduce(_max_and_abs(_up(r_chosen) - _up(r_rejected)), reduction)
+
+
+def bt_reduces_the_first_axis(r_chosen, r_rejected, reduction="mean"):
+    loss = _nls(_up(r_chosen) - _up(r_rejected))
+    if reduction == "none":
+        return loss
+    return loss.sum(0) if reduction == "sum" else loss.mean(0)
+
+
+def bt_at_least_1d(r_chosen, r_rejected, reduction="mean"):
+    return _reduce(_nls(torch.atleast_1d(_up(r_chosen) - _up(r_rejected))), reduction)
+
+
+def bt_empty_mean_is_zero(r_chosen, r_rejected, reduction="mean"):
+    loss = _nls(_up(r_chosen) - _up(r_rejected))
+    return loss.sum() / max(loss.numel(), 1) if reduction == "mean" else _reduce(loss, reduction)
+
+
 def bt_via_where(r_chosen, r_rejected, reduction="mean"):
     d = _up(r_chosen) - _up(r_rejected)
     loss = torch.where(d > 0, torch.log1p(torch.exp(-d.clamp_min(0))), -d + torch.log1p(torch.exp(d.clamp_max(0))))
@@ -59,8 +88,14 @@ def bt_via_where(r_chosen, r_rejected, reduction="mean"):
 
 
 def bt_log_instead_of_log1p(r_chosen, r_rejected, reduction="mean"):
-    d = _up(r_chosen) - _up(r_rejected)
+    d = _up(r_chosen) - _up(r_rejected)            # also max and |d| through autograd: gradient -1 at d = 0
     return _reduce((-d).clamp_min(0) + torch.log(1 + torch.exp(-d.abs())), reduction)
+
+
+def bt_logsumexp_shifted_by_hand(r_chosen, r_rejected, reduction="mean"):
+    d = _up(r_chosen) - _up(r_rejected)
+    m = torch.clamp(-d, min=0)                     # the larger exponent of (0, -d): a shift the gradient cancels
+    return _reduce(m + torch.log(torch.exp(-m) + torch.exp(-d - m)), reduction)
 
 
 # ------------------------------------------------------------------ optimal_policy
@@ -97,6 +132,11 @@ def op_reference_times_softmax(ref_probs, rewards, beta):
 
 def op_log_zero_clamped(ref_probs, rewards, beta):
     return torch.softmax(torch.log(_up(ref_probs).clamp_min(1e-30)) + _up(rewards) / beta, -1)
+
+
+def op_upcasts_bfloat16_only(ref_probs, rewards, beta):
+    ref, r = (x.float() if x.dtype == torch.bfloat16 else x for x in (ref_probs, rewards))
+    return torch.softmax(_log_ref(ref) + r / beta, -1)
 
 
 def op_log_softmax_exp(ref_probs, rewards, beta):
@@ -159,6 +199,23 @@ def sl_detached(logits, tokens, response_mask):
     return (_token_logps(logits.detach(), tokens) * response_mask[:, 1:]).sum(-1)
 
 
+def sl_multiplies_by_the_mask(logits, tokens, response_mask):
+    return (_token_logps(logits, tokens) * response_mask[:, 1:]).sum(-1)      # 0 * -inf = nan
+
+
+def sl_shift_by_roll(logits, tokens, response_mask):
+    log_p = _up(logits).log_softmax(-1).gather(-1, tokens.roll(-1, 1)[..., None]).squeeze(-1)
+    counted = response_mask.roll(-1, 1)          # wraps m[:, 0] round: the last logit "predicts" token 0
+    return torch.where(counted, log_p, torch.zeros_like(log_p)).sum(-1)
+
+
+def sl_stacks_positions(logits, tokens, response_mask):
+    z = _up(logits)
+    log_p = torch.stack([z[:, t].log_softmax(-1).gather(-1, tokens[:, t + 1, None]).squeeze(-1)
+                         for t in range(z.shape[1] - 1)], 1)          # stack of nothing: an error for T = 1
+    return torch.where(response_mask[:, 1:], log_p, torch.zeros_like(log_p)).sum(-1)
+
+
 def sl_logsumexp_by_hand(logits, tokens, response_mask):
     z = _up(logits)[:, :-1]
     picked = z.gather(-1, tokens[:, 1:, None]).squeeze(-1) - torch.logsumexp(z, -1)
@@ -200,7 +257,8 @@ def dpo_reference_added(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_fre
 
 
 def dpo_beta_twice(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_free=False):
-    return _dpo(pc, pr, rc, rr, beta, label_smoothing, reference_free, h_fn=lambda a, b, c, d: beta * ((a - b) - (c - d)))
+    return _dpo(pc, pr, rc, rr, beta, label_smoothing, reference_free,
+                h_fn=lambda a, b, c, d: beta * ((a - b) - (c - d)))
 
 
 def dpo_rewards_not_detached(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_free=False):
@@ -225,6 +283,15 @@ def dpo_log_of_sigmoid(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_free
         rc, rr = torch.zeros_like(rc), torch.zeros_like(rr)
     t = beta * ((pc - pr) - (rc - rr))
     losses = -(1 - label_smoothing) * torch.log(torch.sigmoid(t)) - label_smoothing * torch.log(torch.sigmoid(-t))
+    return losses, (beta * (pc - rc)).detach(), (beta * (pr - rr)).detach()
+
+
+def dpo_max_and_abs_through_autograd(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_free=False):
+    pc, pr, rc, rr = map(_up, (pc, pr, rc, rr))
+    if reference_free:
+        rc, rr = torch.zeros_like(rc), torch.zeros_like(rr)
+    t = beta * ((pc - pr) - (rc - rr))
+    losses = (1 - label_smoothing) * _max_and_abs(t) + label_smoothing * _max_and_abs(-t)
     return losses, (beta * (pc - rc)).detach(), (beta * (pr - rr)).detach()
 
 
@@ -419,22 +486,32 @@ EXERCISES = {
         "bradley_terry_loss", differentiable=True,
         wrong={"sign flipped": bt_sign_flipped, "log of sigmoid": bt_log_of_sigmoid,
                "log1p(exp(-d)) overflows": bt_log1p_exp_overflows, "calls F.logsigmoid": bt_calls_logsigmoid,
-               "always the mean": bt_always_mean, "half precision arithmetic": bt_in_half_precision},
-        right={"two branches with where": bt_via_where, "log(1 + x) for log1p": bt_log_instead_of_log1p}),
+               "always the mean": bt_always_mean, "half precision arithmetic": bt_in_half_precision,
+               "max(-d, 0) + log1p(exp(-|d|)) through autograd (gradient -1 at d = 0)": bt_max_and_abs_through_autograd,
+               "max(-d, 0) + log(1 + exp(-|d|)) (gradient -1 at d = 0)": bt_log_instead_of_log1p,
+               "reduced over the first axis only ((4, 6) gives (6,))": bt_reduces_the_first_axis,
+               "atleast_1d: a 0-d pair's 'none' comes back (1,)": bt_at_least_1d,
+               "an empty batch's mean gives 0, not nan": bt_empty_mean_is_zero},
+        right={"two branches with where": bt_via_where,
+               "logsumexp of (0, -d) shifted by hand": bt_logsumexp_shifted_by_hand}),
     "test_optimal_policy": Exercise(
         "optimal_policy",
         wrong={"naive exp overflows": op_naive_exp, "r times beta": op_r_times_beta,
                "not normalised": op_not_normalised, "reference ignored": op_ignores_reference,
                "normalised over prompts": op_normalised_over_prompts,
                "reference times softmax(r / beta)": op_reference_times_softmax,
-               "log(0) clamped to log(1e-30)": op_log_zero_clamped},
+               "log(0) clamped to log(1e-30)": op_log_zero_clamped,
+               "float16 not upcast (only bfloat16)": op_upcasts_bfloat16_only},
         right={"exp of log_softmax": op_log_softmax_exp, "max subtracted by hand": op_max_subtracted_by_hand}),
     "test_sequence_logprobs": Exercise(
         "sequence_logprobs", differentiable=True,
         wrong={"prompt tokens counted": sl_prompt_counted, "padding counted": sl_padding_counted,
                "mask off by one": sl_mask_off_by_one, "no shift": sl_no_shift, "averaged not summed": sl_averaged,
                "log of softmax": sl_log_of_softmax, "calls F.cross_entropy": sl_calls_cross_entropy,
-               "detached": sl_detached},
+               "detached": sl_detached,
+               "multiplied by the mask (0 * -inf = nan at an uncounted target)": sl_multiplies_by_the_mask,
+               "shifted with roll (the wrapped m[:, 0] counts)": sl_shift_by_roll,
+               "stacks per-position log-probs (fails for T = 1)": sl_stacks_positions},
         right={"logsumexp by hand": sl_logsumexp_by_hand, "loop over positions": sl_loop_over_positions}),
     "test_dpo_loss": Exercise(
         "dpo_loss", differentiable=True,
@@ -443,7 +520,9 @@ EXERCISES = {
                "rewards not detached": dpo_rewards_not_detached, "rewards without beta": dpo_rewards_without_beta,
                "smoothing on the wrong term": dpo_smoothing_on_the_wrong_term,
                "reference_free ignored": dpo_ignores_reference_free, "log of sigmoid": dpo_log_of_sigmoid,
-               "mean loss": dpo_mean_loss, "calls F.logsigmoid": dpo_calls_logsigmoid},
+               "mean loss": dpo_mean_loss, "calls F.logsigmoid": dpo_calls_logsigmoid,
+               "max(-t, 0) + log1p(exp(-|t|)) through autograd (gradient doubled at h = 0)":
+                   dpo_max_and_abs_through_autograd},
         right={"through the implicit rewards": dpo_via_rewards, "in float64": dpo_in_float64}),
     "test_ipo_loss": Exercise(
         "ipo_loss", differentiable=True,

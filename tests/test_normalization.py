@@ -119,7 +119,8 @@ def test_layernorm_matches_nn_layernorm_on_sequences():
 
 
 def _autograd_layernorm(dy, x, gamma, eps):
-    x, gamma, beta = x.clone().requires_grad_(), gamma.clone().requires_grad_(), torch.zeros_like(gamma).requires_grad_()
+    x, gamma = x.clone().requires_grad_(), gamma.clone().requires_grad_()
+    beta = torch.zeros_like(gamma).requires_grad_()
     F.layer_norm(x, (x.shape[-1],), gamma, beta, eps).backward(dy)
     return x.grad, gamma.grad, beta.grad
 
@@ -198,6 +199,15 @@ def test_layer_and_rms_norm_low_precision_inputs_are_computed_in_fp32(dtype):
     assert dx.dtype == dgamma.dtype == dbeta.dtype == torch.float32
 
 
+@pytest.mark.parametrize("shape", [(0, 5), (2, 0, 5)])
+def test_layer_and_rms_norm_of_no_tokens_are_empty_as_torch(shape):
+    x = torch.randn(shape, dtype=D)
+    gamma, beta = _affine(5)
+    for got, want in [(norm.layernorm(x, gamma, beta), F.layer_norm(x, (5,), gamma, beta)),
+                      (norm.rmsnorm(x, gamma), F.rms_norm(x, (5,), gamma, 1e-6))]:
+        assert got.shape == want.shape == shape
+
+
 # ------------------------------------------------------------------ residual blocks
 
 def test_residual_block_placements():
@@ -240,3 +250,8 @@ def test_bad_inputs_raise_value_errors_that_name_the_expectation(call, message):
 def test_batchnorm_in_eval_accepts_a_single_example():
     out, rm, rv = norm.batchnorm(torch.randn(1, 3), ONES, ONES, torch.zeros(3), torch.ones(3), training=False)
     assert out.shape == (1, 3) and torch.equal(rm, torch.zeros(3))
+    gamma, beta = _affine(3)
+    running_mean, running_var = torch.tensor([0.5, -1.0, 2.0], dtype=D), torch.tensor([0.25, 1.0, 4.0], dtype=D)
+    for x in (torch.randn(1, 3, dtype=D), torch.randn(1, 3, 1, dtype=D)):
+        want = F.batch_norm(x, running_mean, running_var, gamma, beta, training=False)
+        torch.testing.assert_close(norm.batchnorm(x, gamma, beta, running_mean, running_var, training=False)[0], want)

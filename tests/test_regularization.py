@@ -52,6 +52,20 @@ def test_l1_proximal_step_minimises_the_proximal_objective():
         assert bool((objective(x) <= objective(x + delta) + 1e-12).all())
 
 
+def test_l1_proximal_step_is_exactly_0_where_u_is_0_and_takes_one_lr_per_coordinate():
+    w, grad = W.clone(), torch.randn(4, 5, generator=g, dtype=torch.float64)
+    w[0], grad[0] = 0.0, 0.0
+    grad[1] = 2 * w[1]                                   # lr = 0.5: u = 0 exactly
+    for lr, l1 in ((0.5, 0.4), (0.5, 0.0), (0.0, 0.4)):
+        got = reg.l1_proximal_step(w, grad, lr, l1)
+        torch.testing.assert_close(got, F.softshrink(w - lr * grad, lr * l1))
+        assert bool((got[:2] == 0).all()) if lr else torch.equal(got, w)
+    lr = torch.rand(4, 5, generator=g, dtype=torch.float64)
+    want = torch.stack([F.softshrink(w[i, j] - lr[i, j] * grad[i, j], 0.3 * lr[i, j].item())
+                        for i in range(4) for j in range(5)]).reshape(4, 5)
+    torch.testing.assert_close(reg.l1_proximal_step(w, grad, lr, 0.3), want)
+
+
 # ------------------------------------------------------------------ Adam + L2 and AdamW
 
 def _trajectory(torch_cls, ours, dtype, steps=200, lr=0.05, betas=(0.8, 0.95), eps=1e-8, weight_decay=0.3):
@@ -176,6 +190,22 @@ def test_label_smoothed_cross_entropy_matches_torch(logits, epsilon):
     targets = random_targets(logits, seed=3)
     got = reg.label_smoothed_cross_entropy(logits, targets, epsilon)
     torch.testing.assert_close(got, F.cross_entropy(logits, targets, label_smoothing=epsilon))
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8])
+def test_label_smoothed_cross_entropy_takes_any_integer_targets(dtype):
+    logits = CASES[0][1]
+    targets = random_targets(logits, seed=5)
+    for epsilon in (0.0, 0.2):
+        torch.testing.assert_close(reg.label_smoothed_cross_entropy(logits, targets.to(dtype), epsilon),
+                                   F.cross_entropy(logits, targets, label_smoothing=epsilon))
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.1])
+def test_label_smoothed_cross_entropy_of_an_empty_batch_is_nan_as_torch(epsilon):
+    logits, targets = torch.zeros(0, 6, dtype=torch.float64), torch.zeros(0, dtype=torch.long)
+    assert math.isnan(reg.label_smoothed_cross_entropy(logits, targets, epsilon).item())
+    assert math.isnan(F.cross_entropy(logits, targets, label_smoothing=epsilon).item())
 
 
 def test_smoothing_term_is_kl_to_uniform_plus_log_c():

@@ -41,6 +41,16 @@ def test_worked_example():
     torch.testing.assert_close(got, torch.tensor([0.6285, 0.2312, 0.1402]), atol=5e-5, rtol=0)
 
 
+def test_float64_logits_are_computed_in_float64_like_torch():
+    x = 1e8 + torch.tensor([[0.0, 1.0, 2.0, -1.0], [0.5, 0.0, -3.0, 1.5]], dtype=torch.float64)  # one number in fp32
+    for dim in (-1, 0):
+        for ours, theirs in [(softmax.softmax, torch.softmax), (softmax.log_softmax, torch.log_softmax),
+                             (softmax.logsumexp, torch.logsumexp)]:
+            got = ours(x, dim)
+            assert got.dtype == torch.float64
+            torch.testing.assert_close(got, theirs(x, dim), rtol=0, atol=1e-7)
+
+
 def test_fully_masked_row_is_minus_inf_and_undefined_like_torch():
     x = torch.full((2, 4), -math.inf, dtype=torch.float64)
     x[0, 1] = 3.0
