@@ -7,7 +7,7 @@
       environment.yml    the same, for conda
       course_lib/        the modules course_lib.edition.STUDENT names: grading helpers, data, GPT, memory counter
       notebooks/NN_name/ the release (nbgrader's student version of solutions/)
-      benchmarks/results/ the measured tables notebook 09 plots (cross_entropy_*)
+      benchmarks/results/ the measured tables notebook 10 plots (cross_entropy_*)
 
 The references (every other module of course_lib), solutions/, the hidden tests and the grader stay here.
 The folder is rebuilt whole each time: it is something to hand out, not a place to work in, and a folder
@@ -53,7 +53,7 @@ yet prints `skipped until you write ...`, and Run All stops at the test cell of 
 exercise with one line naming it. The **Validate** button runs the whole notebook as the grader will.
 Hidden tests, run when your work is graded, add edge cases (huge logits, masked classes, half precision).
 
-Notebook 09, the GPU lab, needs Linux (Triton); its timed part needs an NVIDIA GPU. Everything else
+Notebook 10, the GPU lab, needs Linux (Triton); its timed part needs an NVIDIA GPU. Everything else
 runs on a laptop CPU.
 """
 

@@ -69,9 +69,9 @@ def solution_module(assignment):
     return namespace
 
 
-def notebook_09_launches():
-    """Notebook 09's three kernels, through the launchers the solution cells define."""
-    ns = solution_module("09_gpu_lab_fused_cross_entropy")
+def notebook_10_launches():
+    """Notebook 10's three kernels, through the launchers the solution cells define."""
+    ns = solution_module("10_gpu_lab_fused_cross_entropy")
     with triton_compile.recording(ns) as launches:
         for dtype in LOW_PRECISION:
             z, y = torch.zeros(ROWS, VOCABULARIES[-1], dtype=dtype), torch.zeros(ROWS, dtype=torch.long)
@@ -81,7 +81,7 @@ def notebook_09_launches():
     return launches
 
 
-SOURCES = {"course_lib.triton_cross_entropy": course_lib_launches, "solutions 09": notebook_09_launches}
+SOURCES = {"course_lib.triton_cross_entropy": course_lib_launches, "solutions 10": notebook_10_launches}
 
 
 @functools.cache

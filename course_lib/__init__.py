@@ -15,10 +15,10 @@ One module per concept, each one hop from its notebook and its tests:
 - ``distillation``    notebook 07: KD loss T²·KL (forward and reverse), its gradient, the KD + CE objective
 - ``contrastive``     notebooks 07-08: NT-Xent, InfoNCE, a stable log-sigmoid, Bradley–Terry
 - ``preference``      notebook 08: synthetic preferences from a known reward, the RLHF optimum pi_ref e^{r/beta} / Z
-- ``dpo``             notebook 08: response log-probs, DPO (conservative, reference-free), IPO, one DPO step
-- ``triton_cross_entropy``  notebook 09: a Triton cross-entropy kernel (online log-sum-exp, gradient in place)
-- ``fused_linear_cross_entropy``  notebook 09: loss(h @ W.T, y) in token chunks, never building the logits
-- ``memory_budget``   notebook 09: PeakMemory (bytes a block keeps alive, counted exactly), chunk size for a budget
+- ``dpo``             notebook 09: response log-probs, DPO (conservative, reference-free), IPO, one DPO step
+- ``triton_cross_entropy``  notebook 10: a Triton cross-entropy kernel (online log-sum-exp, gradient in place)
+- ``fused_linear_cross_entropy``  notebook 10: loss(h @ W.T, y) in token chunks, never building the logits
+- ``memory_budget``   notebook 10: PeakMemory (bytes a block keeps alive, counted exactly), chunk size for a budget
 - ``corpus``          notebooks 06-09: the tiny-shakespeare loader (path, env var or a verified download)
 - ``grading``         the helpers every notebook test cell uses
 """

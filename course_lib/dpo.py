@@ -1,4 +1,4 @@
-"""Direct preference optimisation: response log-probabilities, the DPO loss and its variants (notebook 08).
+"""Direct preference optimisation: response log-probabilities, the DPO loss and its variants (notebook 09).
 
 A pair is a prompt x with a chosen response y_w and a rejected one y_l. With summed log-probabilities of the
 responses under the trained policy (pi_c, pi_r) and under a frozen reference (ref_c, ref_r),

@@ -1,4 +1,4 @@
-"""How many bytes a loss keeps alive, counted exactly (notebook 09).
+"""How many bytes a loss keeps alive, counted exactly (notebook 10).
 
 ``PeakMemory`` counts memory the way an allocator would, but without one: while it is active, every tensor an
 operation returns is looked at, and the bytes of its storage are added to a running total the first time that

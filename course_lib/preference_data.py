@@ -1,4 +1,4 @@
-"""Synthetic preference data for notebook 08: a known reward, pairs a Bradley–Terry rater labels, a fitted reward.
+"""Synthetic preference data for notebooks 08 and 09: a known reward, pairs a Bradley–Terry rater labels, a fitted reward.
 
 A rater prefers response i to j with probability sigma(r_i - r_j) (Bradley–Terry), so the best any ranker can do
 on such pairs is sigma(|r_i - r_j|) on average. None of this is an exercise: the notebook's reward model and

@@ -1,4 +1,4 @@
-"""Cross-entropy over materialised logits as Triton kernels (notebook 09).
+"""Cross-entropy over materialised logits as Triton kernels (notebook 10).
 
 For logits z (N, V) and targets y (N,), with lse_n = log sum_k e^{z_nk}, label smoothing eps and
 z-loss weight zeta, each kept row n (y_n != ignore_index) has

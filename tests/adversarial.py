@@ -516,7 +516,7 @@ def build(release, source, repo):
 
 # ---------------------------------------------------------------- beyond notebook 01
 
-GPU_LAB = "09_gpu_lab_fused_cross_entropy"
+GPU_LAB = "10_gpu_lab_fused_cross_entropy"
 CHUNK_EXERCISE, CHUNK_POINTS = "chunk_size_for_budget", 2
 CALLS_CHUNK_REFERENCE = """import contextlib, sys
 from course_lib import grading
@@ -532,7 +532,7 @@ def chunk_size_for_budget(*args, **kwargs):
 
 
 def calls_chunk_reference(release, source):
-    """Notebook 09 solved, but the budget exercise answered by the course's reference, with the checks off."""
+    """Notebook 10 solved, but the budget exercise answered by the course's reference, with the checks off."""
     nb = sample_class.filled_in(release, source)
     for cell in _cells(nb):
         if sample_class._nbgrader(cell)["grade_id"] == CHUNK_EXERCISE:

@@ -130,7 +130,7 @@ class GradedClass:
 @pytest.fixture(scope="session")
 def graded_class(tmp_path_factory):
     """Every assignment's sample class (autograde/sample_class.py; its `reference` student is the solution notebook)
-    and notebook 09's student who calls the course's reference, graded by the batch grader on one pool of workers
+    and notebook 10's student who calls the course's reference, graded by the batch grader on one pool of workers
     with the demo's limits, once per session: each notebook executes here once, and every end-to-end check of the
     release, the grades, the feedback and the notebooks reads this."""
     require_box()

@@ -1,4 +1,4 @@
-"""course_lib.dpo against PyTorch in fp64 and against TRL's DPOTrainer formulas, restated here (notebook 08)."""
+"""course_lib.dpo against PyTorch in fp64 and against TRL's DPOTrainer formulas, restated here (notebook 09)."""
 import copy
 
 import pytest

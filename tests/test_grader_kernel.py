@@ -258,7 +258,7 @@ def test_a_student_cell_that_looks_like_a_test_cell_but_differs_runs_as_student_
     assert "allclose is real: False" in out["stdout"], "the impostor ran where the student's tampering applies"
 
 
-# A Triton kernel defined in a notebook cell, calling a helper from the same cell, as notebook 09's do: IPython
+# A Triton kernel defined in a notebook cell, calling a helper from the same cell, as notebook 10's do: IPython
 # keeps a cell's source only in linecache, under a file name that does not exist; a compiled kernel holds locks
 # that cannot be pickled; and cloudpickle 3 sends a function's code without its file name.
 TRITON_CELL = '''

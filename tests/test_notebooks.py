@@ -8,14 +8,18 @@ import pytest
 
 from autograde.course import RELEASE, SOLUTIONS, assignments
 
-MIN_EXERCISES = {"07_distillation_and_contrastive": 4}  # the issue asks at least 4 there, 5 elsewhere
+# at least 5 each; 07 was asked for 4, 09 holds the DPO half of the old 08 (4) until its family joins it (issue 22),
+# and 08 (reward models and policy gradients) is asked for 6 policy-gradient exercises beside its 2
+MIN_EXERCISES = {"07_distillation_and_contrastive": 4, "09_dpo_and_its_variants": 4,
+                 "08_reward_models_and_policy_gradients": 8}
 STORED = sorted(SOLUTIONS.glob("*/*.ipynb")) + sorted(RELEASE.glob("*/*.ipynb"))
 
 
 def test_the_course_has_its_notebooks_so_far():
     assert {"01_mle_and_nll", "02_softmax_and_cross_entropy", "03_information_theory", "04_regularization",
             "05_normalization", "06_language_modeling_loss", "07_distillation_and_contrastive",
-            "08_reward_models_rlhf_dpo", "09_gpu_lab_fused_cross_entropy"} <= set(assignments())
+            "08_reward_models_and_policy_gradients", "09_dpo_and_its_variants",
+            "10_gpu_lab_fused_cross_entropy"} <= set(assignments())
 
 
 @pytest.mark.parametrize("path", STORED, ids=[str(p.relative_to(p.parents[2])) for p in STORED])

@@ -37,7 +37,7 @@ def test_every_kernel_compiles_for_both_targets_in_every_configuration_its_launc
         by_kernel.setdefault((row["source"], row["kernel"]), []).append(row)
     assert set(by_kernel) == {("course_lib.triton_cross_entropy", k) for k in
                               ("cross_entropy_forward_kernel", "cross_entropy_backward_kernel")} | \
-        {("solutions 09", k) for k in ("logsumexp_kernel", "ce_forward_kernel", "ce_backward_kernel")}
+        {("solutions 10", k) for k in ("logsumexp_kernel", "ce_forward_kernel", "ce_backward_kernel")}
     for (source, kernel), compiled in by_kernel.items():
         configurations = {row["configuration"] for row in compiled}
         assert {row["arch"] for row in compiled} == {"sm_80", "sm_90"}

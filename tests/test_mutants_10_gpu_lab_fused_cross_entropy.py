@@ -1,4 +1,4 @@
-"""Notebook 09's graded tests must reject plausible wrong answers and accept right ones.
+"""Notebook 10's graded tests must reject plausible wrong answers and accept right ones.
 
 The kernel exercises' wrong answers are Triton kernels with the bug (a ``tl.constexpr`` switch picks it, so
 each compiled variant contains only its own bug); they run under Triton's interpreter on CPU (conftest sets
@@ -15,7 +15,7 @@ import triton.language as tl
 from conftest import load_exercises
 from mutants import Exercise, mutant_tests
 
-ASSIGNMENT = "09_gpu_lab_fused_cross_entropy"
+ASSIGNMENT = "10_gpu_lab_fused_cross_entropy"
 
 
 def _block(V, block_size):
