@@ -189,6 +189,24 @@ def check_same_memory(result, tensor, *, call, hint=""):
               f"the tensor it was given, {_kind(tensor)}, itself", hint)
 
 
+def check_peak_memory(run, *, call, allowed, hint="", name="your function", unit=None):
+    """``run()`` (the student's code: a forward and backward, say) under ``PeakMemory``: the bytes it creates and keeps
+    alive at once must stay within `allowed`. unit: (bytes, what) to say the peak in those units too (e.g. one
+    chunk of logits). An exception inside `run` becomes a failed check naming `call`, as for every helper here."""
+    from .memory_budget import PeakMemory
+    try:
+        with PeakMemory() as memory:
+            run()
+    except CheckFailed:
+        raise
+    except Exception as error:
+        raise _student_error(error, name, call, hint) from None
+    if memory.peak > allowed:
+        size = f" ({memory.peak / unit[0]:.2f} x {unit[1]})" if unit else ""
+        _fail(call, f"{memory.peak} bytes created and alive at its peak{size}", f"at most {allowed} bytes", hint)
+    return memory.peak
+
+
 def check_frequencies(counts, probabilities, *, call, hint="", sigmas=5.0):
     """Assert category counts from n independent draws match ``probabilities``.
 

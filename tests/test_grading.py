@@ -141,7 +141,8 @@ def test_check_against_reference_passes_a_right_answer_and_explains_a_wrong_one(
     with pytest.raises(AssertionError) as failure:
         grading.check_against_reference(naive, ref.logsumexp, cases, name="logsumexp", hint="subtract the max")
     message = str(failure.value)
-    for part in ("logsumexp(tensor(shape=(4, 6)", "[case: extreme]", "returned:", "expected:", "hint: subtract the max"):
+    for part in ("logsumexp(tensor(shape=(4, 6)", "[case: extreme]", "returned:", "expected:",
+                 "hint: subtract the max"):
         assert part in message
 
 
@@ -261,6 +262,19 @@ def test_check_raises_accepts_the_promised_error_and_names_anything_else():
             "  expected: a ValueError", "  hint: check first"]
     with pytest.raises(grading.NotWritten):
         grading.check_raises(stub, torch.ones(2))
+
+
+def test_check_peak_memory_counts_what_the_call_creates_and_names_the_call_when_it_is_too_much():
+    x = torch.ones(1000)  # made before: not counted
+    assert grading.check_peak_memory(lambda: (x * 2).sum(), call="f(x)", allowed=4096) >= 4000
+    with pytest.raises(grading.CheckFailed) as failed:
+        grading.check_peak_memory(lambda: torch.ones(10_000).sum(), call="f(x)", allowed=4096, unit=(4000, "x"),
+                                  hint="free what you no longer need")  # 40000 bytes of ones, 4 of their sum
+    assert str(failed.value).splitlines() == [
+        "f(x)", "  returned: 40004 bytes created and alive at its peak (10.00 x x)", "  expected: at most 4096 bytes",
+        "  hint: free what you no longer need"]
+    with pytest.raises(grading.StudentRaised, match=r"f\(x\)\n  raised IndexError"):
+        grading.check_peak_memory(lambda: x[2000], call="f(x)", allowed=4096)
 
 
 def test_a_mismatch_is_printed_with_the_digits_that_tell_the_numbers_apart():
