@@ -16,6 +16,7 @@ STUDENT = (
     "gpt",              # a tiny causal transformer
     "preference_data",  # synthetic preferences from a known reward, and a Bradley–Terry fit of a linear reward
     "memory_budget",    # PeakMemory: the bytes a block keeps alive, counted exactly
+    "verifiable_task",  # a task with a checkable reward, a tiny policy that samples, a flawed learned reward
 )
 
 
