@@ -204,7 +204,7 @@ def check_peak_memory(run, *, call, allowed, hint="", name="your function", unit
     if memory.peak > allowed:
         size = f" ({memory.peak / unit[0]:.2f} x {unit[1]})" if unit else ""
         _fail(call, f"{memory.peak} bytes created and alive at its peak{size}", f"at most {allowed} bytes", hint)
-    return memory.peak
+    # returns nothing: a test cell's last value is shown, and nbgrader reads a number shown there as partial credit
 
 
 def check_frequencies(counts, probabilities, *, call, hint="", sigmas=5.0):

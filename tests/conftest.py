@@ -3,6 +3,7 @@
 The mutant tests use this to prove each exercise's own test cell (visible and hidden tests
 together, exactly as nbgrader runs them) rejects wrong implementations and accepts right ones.
 """
+import ast
 import contextlib
 import linecache
 import os
@@ -65,16 +66,23 @@ class NotebookExercises:
                     exec(_compiled(cell.source, f"{path.name}[cell {index}]"), self.namespace)
 
     def run_test(self, test_id, **replacements):
+        """Run one test cell; return the value its last line shows, as Jupyter would (None if it shows none)."""
         namespace = dict(self.namespace, **replacements)
+        source, name = self.tests[test_id], f"{self.path.name}[{test_id}]"
+        *body, last = ast.parse(source).body or [ast.Pass()]
+        shown = isinstance(last, ast.Expr)
         with _cwd(self.path.parent), _isolated():
-            exec(_compiled(self.tests[test_id], f"{self.path.name}[{test_id}]"), namespace)
+            exec(_compiled(source, name, ast.Module(body=body if shown else body + [last], type_ignores=[])),
+                 namespace)
+            return eval(_compiled(source, name, ast.Expression(last.value), "eval"), namespace) if shown else None
 
 
-def _compiled(source, name):
-    """The cell compiled under `name`, whose source linecache then knows, as Jupyter's does for its cells:
-    tracebacks show the lines, and @triton.jit (which reads a kernel's source through inspect) finds them."""
+def _compiled(source, name, tree=None, mode="exec"):
+    """The cell (or `tree`, a part of it) compiled under `name`, whose source linecache then knows, as Jupyter's does
+    for its cells: tracebacks show the lines, and @triton.jit (which reads a kernel's source through inspect) finds
+    them."""
     linecache.cache[name] = (len(source), None, source.splitlines(keepends=True), name)  # mtime None: kept
-    return compile(source, name, "exec")
+    return compile(source if tree is None else tree, name, mode)
 
 
 @contextlib.contextmanager

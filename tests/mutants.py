@@ -46,6 +46,15 @@ def _plain_solution(notebook, function):
     return solution
 
 
+def _as_float(text):
+    """Whether nbgrader would read `text`, a cell's shown value, as a score (it tries float() on it)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def mutant_tests(module):
     assignment, exercises = module["ASSIGNMENT"], module["EXERCISES"]
     wrong = [(t, e.function, label, f) for t, e in exercises.items() for label, f in e.wrong.items()]
@@ -64,7 +73,11 @@ def mutant_tests(module):
                 f"{test_id}: differentiable={exercise.differentiable}, but gradients graded: {graded_gradients}"
 
     def test_solution_passes(test_id):
-        load_exercises(assignment).run_test(test_id)
+        shown = load_exercises(assignment).run_test(test_id)
+        # nbgrader reads a number a graded cell shows as its partial credit (and fails the cell if it is above the
+        # cell's points): a helper that returns a number must not be a cell's last line
+        assert shown is None or not _as_float(repr(shown)), (
+            f"{test_id} ends by showing {shown!r}: nbgrader would take it for partial credit")
 
     @pytest.mark.parametrize("test_id, function, label, impl", wrong, ids=[f"{w[0]}-{w[2]}" for w in wrong])
     def test_wrong_implementation_is_rejected(test_id, function, label, impl):

@@ -266,7 +266,9 @@ def test_check_raises_accepts_the_promised_error_and_names_anything_else():
 
 def test_check_peak_memory_counts_what_the_call_creates_and_names_the_call_when_it_is_too_much():
     x = torch.ones(1000)  # made before: not counted
-    assert grading.check_peak_memory(lambda: (x * 2).sum(), call="f(x)", allowed=4096) >= 4000
+    grading.check_peak_memory(lambda: (x * 2).sum(), call="f(x)", allowed=4096)   # 4004 bytes: within
+    with pytest.raises(grading.CheckFailed, match="4004 bytes created"):
+        grading.check_peak_memory(lambda: (x * 2).sum(), call="f(x)", allowed=4003)
     with pytest.raises(grading.CheckFailed) as failed:
         grading.check_peak_memory(lambda: torch.ones(10_000).sum(), call="f(x)", allowed=4096, unit=(4000, "x"),
                                   hint="free what you no longer need")  # 40000 bytes of ones, 4 of their sum
