@@ -2,7 +2,8 @@
 
 For N tokens, hidden size D and vocabulary V the logits take N*V floats (8192 x 128256 fp32 is 4 GiB)
 and their gradient as many again, far more than the model's activations. Cut the tokens into chunks:
-for each chunk c, with z = h_c W^T in fp32 (fp64 for fp64 inputs),
+for each chunk c, with z = h_c W^T upcast to fp32 (fp64 for fp64 inputs; for bf16/fp16 inputs the matmul's own
+result, accumulated in fp32 and rounded to the inputs' dtype, as a GPU's bf16 matmul gives it),
 
     loss_i = (1 - eps) (lse_i - z_{i,y_i}) + eps (lse_i - mean_k z_{i,k}),    lse_i = log sum_k e^{z_{i,k}}
     dz     = (softmax(z) - (1 - eps) onehot(y) - eps / V) * scale
@@ -37,7 +38,9 @@ def _chunk_rows(n_tokens, vocab_size, hidden_size, min_elements=1 << 22):
 
 
 def _torch_chunk(h, weight, y, keep, dloss, ignore_index, label_smoothing):
-    """(dz, summed loss) of one chunk in plain PyTorch: logits in fp32 (fp64 for fp64), then dz in place.
+    """(dz, summed loss) of one chunk in plain PyTorch: the matmul in the inputs' dtype, its logits upcast to fp32
+    (fp64 for fp64), then dz in place. (Upcasting h and W first would be more exact for bf16 inputs, but would
+    copy W, V x D, to fp32 for every chunk.)
 
     One logits-sized buffer and four passes over it after the matmul: its row maxima m; e = exp(z - m) in place;
     the row sums s (lse = m + log s); dz = e * (scale / s) in place, the smoothing and target terms then taken off.
@@ -117,8 +120,9 @@ def fused_linear_cross_entropy(hidden, weight, targets, ignore_index=-100, reduc
     """F.cross_entropy(hidden @ weight.T, targets, ...) without materialising the (N, V) logits.
 
     hidden (N, D), weight (V, D), targets (N,) int; reduction "mean" (over kept tokens; NaN when every
-    target is ignored, like F.cross_entropy) or "sum". Logits and the loss are computed in fp32 for any
-    input dtype; the gradients come back in the inputs' dtypes. chunk_rows: tokens per chunk (default:
+    target is ignored, like F.cross_entropy) or "sum". The log-sum-exp, the loss and dz are computed in fp32 for
+    any input dtype, from logits the matmul makes in the inputs' dtype (bf16 inputs: bf16 logits, upcast); the
+    gradients come back in the inputs' dtypes. chunk_rows: tokens per chunk (default:
     a chunk of logits about the size of hidden, and at least 4M of them). backend: "torch" (runs anywhere),
     "triton" (the kernel of course_lib.triton_cross_entropy makes the loss and dz in place in a chunk of logits
     kept in the inputs' dtype; GPU, or CPU under TRITON_INTERPRET=1), or None: "triton" for CUDA tensors when

@@ -36,7 +36,7 @@ def test_temperature_limits_are_argmax_and_uniform():
 
 
 def test_worked_example():
-    # Often quoted as (0.628, 0.231, 0.141): rounded so the three sum to 1.000; the third is 0.1402.
+    # (0.629, 0.231, 0.140) to three places; some texts quote (0.628, 0.231, 0.141), a misrounding.
     got = softmax.softmax(torch.tensor([2.0, 1.0, 0.5]))
     torch.testing.assert_close(got, torch.tensor([0.6285, 0.2312, 0.1402]), atol=5e-5, rtol=0)
 
