@@ -1,4 +1,5 @@
 """The language-modelling loss references against PyTorch in float64, on ordinary and extreme logits."""
+import copy
 import math
 
 import pytest
@@ -6,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from course_lib import language_model as lm
+from course_lib.gpt import GPT, GPTConfig
 
 
 def _batch(seed=0, B=3, T=7, V=5, scale=1.0, dtype=torch.float64):
@@ -126,6 +128,141 @@ def test_causal_mask_is_lower_triangular_bool():
     assert torch.equal(lm.causal_mask(3), torch.tensor([[1, 0, 0], [1, 1, 0], [1, 1, 1]], dtype=torch.bool))
 
 
+# ---------------------------------------------------------------- the loss at scale: accumulation, ranks, packing
+
+def _step(seed=0, lengths=(8, 3, 1, 1, 5, 2, 8, 6), T=8, V=7):
+    """A float64 GPT and one optimizer step of sequences of ragged lengths (two of one token: no target)."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor(lengths)
+    tokens = torch.randint(0, V, (len(lengths), T), generator=g)
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(vocab_size=V, context=T, n_layer=1, n_head=2, d_model=16)).double()
+    return model, tokens, torch.arange(T) < lengths[:, None]
+
+
+def _flat_grad(*models):
+    """The models' gradients as one vector, summed over the models (an all-reduce that sums)."""
+    return sum(torch.cat([torch.zeros_like(p).flatten() if p.grad is None else p.grad.flatten()
+                          for p in m.parameters()]) for m in models)
+
+
+def _accumulated(replicas, tokens, mask, pieces, scales):
+    """Rank r runs the r-th equal share of the micro-batches `pieces`, each mean loss times its scale, backward adding
+    into .grad; a micro-batch without a target is skipped. Returns the gradients summed over the ranks."""
+    per_rank = len(pieces) // len(replicas)
+    for k, (piece, scale) in enumerate(zip(pieces, scales.flatten())):
+        if mask[piece, 1:].any():
+            (scale * lm.lm_loss(replicas[k // per_rank](tokens[piece]), tokens[piece], mask[piece])).backward()
+    return _flat_grad(*replicas)
+
+
+PIECES = [slice(0, 2), slice(2, 4), slice(4, 5), slice(5, 8)]          # 9, 0, 4 and 13 targets
+
+
+def test_micro_batch_scales_make_accumulated_gradients_those_of_the_unsplit_batch_in_float64():
+    model, tokens, mask = _step()
+    fresh = copy.deepcopy(model)
+    lm.lm_loss(model(tokens), tokens, mask).backward()
+    unsplit = _flat_grad(model)
+    counts = torch.stack([mask[piece, 1:].sum() for piece in PIECES])
+    assert counts.tolist() == [9, 0, 4, 13]
+    scales = lm.micro_batch_scales(counts)
+    assert scales.dtype == torch.float64 and scales.tolist() == [9 / 26, 0.0, 4 / 26, 13 / 26]
+    got = _accumulated([fresh], tokens, mask, PIECES, scales)
+    assert (got - unsplit).abs().max() <= 1e-14 * unsplit.abs().max()
+    fresh.zero_grad()
+    bug = _accumulated([fresh], tokens, mask, PIECES, torch.full((4,), 0.25, dtype=torch.float64))
+    assert (bug - unsplit).norm() > 0.05 * unsplit.norm()          # the mean of micro-batch means: another gradient
+
+
+def test_data_parallel_scales_use_the_global_count_for_an_all_reduce_that_sums():
+    model, tokens, mask = _step(seed=1)
+    ranks = [copy.deepcopy(model), copy.deepcopy(model)]
+    lm.lm_loss(model(tokens), tokens, mask).backward()
+    unsplit = _flat_grad(model)
+    counts = torch.stack([mask[piece, 1:].sum() for piece in PIECES]).reshape(2, 2).int()   # rank 0: 9 + 0, rank 1: 17
+    scales = lm.micro_batch_scales(counts)
+    assert scales.shape == (2, 2) and scales.dtype == torch.float64
+    assert (_accumulated(ranks, tokens, mask, PIECES, scales) - unsplit).abs().max() <= 1e-14 * unsplit.abs().max()
+    for replica in ranks:
+        replica.zero_grad()
+    own_count = counts.double() / counts.sum(-1, keepdim=True)                   # each rank its own mean
+    assert (_accumulated(ranks, tokens, mask, PIECES, own_count) - unsplit).norm() > 0.05 * unsplit.norm()
+
+
+def test_an_empty_micro_batch_scales_to_exactly_0_and_its_mean_is_nan_so_it_is_skipped_not_multiplied():
+    model, tokens, mask = _step()
+    scales = lm.micro_batch_scales(torch.tensor([0, 5, 0]))
+    assert scales.tolist() == [0.0, 1.0, 0.0]
+    empty = lm.lm_loss(model(tokens[2:4]), tokens[2:4], mask[2:4])     # two sequences of one token: no target
+    assert empty.isnan() and (scales[0] * empty).isnan()
+    assert lm.micro_batch_scales(torch.tensor([7])).tolist() == [1.0]
+    big = torch.tensor([4_000_000, 3_000_001, 17])
+    assert lm.micro_batch_scales(big).tolist() == [n / 7_000_018 for n in big.tolist()]   # one rounding each
+
+
+def _brute_attention(doc_ids):
+    T = doc_ids.shape[-1]
+    return torch.tensor([[j <= i and doc_ids[i] == doc_ids[j] for j in range(T)] for i in range(T)], dtype=torch.bool)
+
+
+def _ids(*lengths, start=0, step=1):
+    return start + step * torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+
+
+@pytest.mark.parametrize("doc_ids", [_ids(3, 1, 4, 2), _ids(6), torch.arange(5), _ids(2, 2, start=7, step=3).int(),
+                                     torch.tensor([4]), _ids(9, 1, 12, 3, 7, 20, 2, 5, 5)])
+def test_packed_masks_are_block_diagonal_causal_and_leave_out_the_first_token_of_every_document(doc_ids):
+    T = doc_ids.shape[-1]
+    attention, loss = lm.packed_attention_mask(doc_ids), lm.packed_loss_mask(doc_ids)
+    assert attention.dtype == loss.dtype == torch.bool and attention.shape == (T, T) and loss.shape == (T,)
+    assert torch.equal(attention, _brute_attention(doc_ids))
+    assert attention.diagonal().all()                                     # no query row is all False
+    assert loss.tolist() == [t > 0 and bool(doc_ids[t] == doc_ids[t - 1]) for t in range(T)]
+    assert int(loss.sum()) == T - len(doc_ids.unique())                  # sum_d (L_d - 1) targets
+
+
+def test_packed_masks_of_a_batch_are_those_of_each_row_and_an_empty_row_gives_empty_masks():
+    rows = torch.stack([_ids(2, 4, 2), _ids(8), _ids(1, 1, 5, 1)])
+    assert torch.equal(lm.packed_attention_mask(rows), torch.stack([_brute_attention(r) for r in rows]))
+    assert torch.equal(lm.packed_loss_mask(rows), torch.stack([lm.packed_loss_mask(r) for r in rows]))
+    empty = torch.zeros(0, dtype=torch.long)
+    assert lm.packed_attention_mask(empty).shape == (0, 0) and lm.packed_loss_mask(empty).shape == (0,)
+    assert lm.packed_attention_mask(torch.zeros(2, 0, dtype=torch.long)).shape == (2, 0, 0)
+    assert lm.packed_loss_mask(torch.zeros(2, 0, dtype=torch.long)).shape == (2, 0)
+
+
+def _packed_logits(model, tokens, doc_ids, attention, restart=True):
+    lengths = torch.unique_consecutive(doc_ids, return_counts=True)[1].tolist()
+    positions = torch.cat([torch.arange(n) for n in lengths]) if restart else torch.arange(len(doc_ids))
+    x = model.token_embedding(tokens) + model.position_embedding(positions)
+    for block in model.blocks:
+        x = block(x, attention)
+    return model.lm_head(model.ln_f(x))
+
+
+def test_a_packed_row_computes_each_document_as_if_it_were_alone_in_float64():
+    lengths = [5, 2, 1, 6, 2]
+    doc_ids = _ids(*lengths)
+    tokens = torch.randint(0, 7, (1, 16), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=7, context=16, n_layer=2, n_head=2, d_model=16)).double().eval()
+    starts = torch.tensor([0] + lengths).cumsum(0).tolist()
+    with torch.no_grad():
+        packed = _packed_logits(model, tokens, doc_ids, lm.packed_attention_mask(doc_ids))
+        apart = torch.cat([model(tokens[:, s:s + n]) for s, n in zip(starts, lengths)], dim=1)
+        assert (packed - apart).abs().max() < 1e-12
+        loss = lm.lm_loss(packed, tokens, lm.packed_loss_mask(doc_ids)[None])
+        sums = [-lm.sequence_log_likelihood(model(tokens[:, s:s + n]), tokens[:, s:s + n]) for s, n in
+                zip(starts, lengths)]
+        torch.testing.assert_close(loss, torch.cat(sums).sum() / sum(n - 1 for n in lengths), rtol=1e-12, atol=0)
+        # each of the three rules is needed: the causal mask alone, or positions that do not restart, change them
+        causal_only = _packed_logits(model, tokens, doc_ids, lm.causal_mask(16))
+        not_restarted = _packed_logits(model, tokens, doc_ids, lm.packed_attention_mask(doc_ids), restart=False)
+        assert (causal_only - apart).abs().max() > 1e-3 and (not_restarted - apart).abs().max() > 1e-3
+        assert not torch.isclose(lm.lm_loss(packed, tokens), loss)       # every target counted: another loss
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda: lm.lm_loss(torch.zeros(2, 3, 4), torch.zeros(2, 4, dtype=torch.long)),
      r"logits \(B, T, V\) and tokens \(B, T\)"),
@@ -135,6 +272,16 @@ def test_causal_mask_is_lower_triangular_bool():
     (lambda: lm.sample_next_token(torch.zeros(1, 3), temperature=-1.0), r"temperature must be >= 0 \(0 = greedy\)"),
     (lambda: lm.sample_next_token(torch.zeros(1, 3), top_k=0), "top_k must be an int >= 1 or None, got 0"),
     (lambda: lm.sample_next_token(torch.zeros(1, 3), top_k=2.5), "top_k must be an int >= 1 or None"),
+    (lambda: lm.micro_batch_scales(torch.tensor([1.0, 2.0])), r"\(M,\) or \(ranks, M\) integer tensor"),
+    (lambda: lm.micro_batch_scales(torch.tensor(3)), r"\(M,\) or \(ranks, M\) integer tensor, got torch.int64 \(\)"),
+    (lambda: lm.micro_batch_scales([3, 1]), r"integer tensor, got list"),
+    (lambda: lm.micro_batch_scales(torch.tensor([3, -1])), "non-negative with a positive total"),
+    (lambda: lm.micro_batch_scales(torch.tensor([0, 0])), "non-negative with a positive total"),
+    (lambda: lm.micro_batch_scales(torch.zeros(0, dtype=torch.long)), "non-negative with a positive total"),
+    (lambda: lm.packed_attention_mask(torch.tensor([0, 1, 0])), "nondecreasing along each row"),
+    (lambda: lm.packed_loss_mask(torch.tensor([[0, 0], [2, 1]])), "nondecreasing along each row"),
+    (lambda: lm.packed_loss_mask(torch.tensor([0.0, 1.0])), r"\(T,\) or \(B, T\) integer tensor"),
+    (lambda: lm.packed_attention_mask(torch.tensor(2)), r"\(T,\) or \(B, T\) integer tensor"),
 ])
 def test_bad_inputs_are_explained(call, message):
     with pytest.raises(ValueError, match=message):

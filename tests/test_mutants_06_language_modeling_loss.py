@@ -422,6 +422,178 @@ def sample_inverse_cdf(logits, temperature=1.0, top_k=None, generator=None):
     return (cdf <= u).sum(-1).clamp_max(logits.shape[-1] - 1)
 
 
+# ------------------------------------------------------------------ micro_batch_scales
+
+def scales_mean_of_means(token_counts):
+    return torch.full(token_counts.shape, 1 / token_counts.numel(), dtype=torch.float64)
+
+
+def scales_mean_of_nonempty_means(token_counts):
+    nonempty = (token_counts > 0).double()             # 1/M over the micro-batches that hold a target: still a mean
+    return nonempty / nonempty.sum()                   # of means
+
+
+def scales_per_rank(token_counts):
+    counts = token_counts.double()                     # each rank divides by its own count (right on one process)
+    return counts / counts.sum(-1, keepdim=True)
+
+
+def scales_for_an_averaging_all_reduce(token_counts):
+    counts = token_counts.double()                     # DDP's factor R n / N, where the all-reduce sums
+    ranks = counts.shape[0] if counts.dim() == 2 else 1
+    return ranks * counts / counts.sum()
+
+
+def scales_one_over_total(token_counts):
+    # the factor of a summed loss (1/N), applied to each micro-batch's mean
+    return torch.full(token_counts.shape, 1 / token_counts.sum().item(), dtype=torch.float64)
+
+
+def scales_counts_clamped(token_counts):
+    counts = token_counts.double().clamp_min(1)        # "no division by zero": an empty micro-batch weighs 1 target
+    return counts / counts.sum()
+
+
+def scales_in_float32(token_counts):
+    counts = token_counts.float()
+    return (counts / counts.sum()).double()
+
+
+def scales_integer_division(token_counts):
+    return token_counts // token_counts.sum()
+
+
+def scales_where_nonempty(token_counts):
+    total = token_counts.sum().item()
+    return torch.where(token_counts > 0, token_counts.double() / total, 0.0)
+
+
+def scales_python_fractions(token_counts):
+    from fractions import Fraction
+    total = int(token_counts.sum())
+    return torch.tensor([float(Fraction(int(n), total)) for n in token_counts.flatten().tolist()],
+                        dtype=torch.float64).reshape(token_counts.shape)
+
+
+# ------------------------------------------------------------------ packed_attention_mask
+
+def _causal(doc_ids):
+    positions = torch.arange(doc_ids.shape[-1], device=doc_ids.device)
+    return positions[None, :] <= positions[:, None]
+
+
+def _same_document(doc_ids):
+    return doc_ids[..., :, None] == doc_ids[..., None, :]
+
+
+def pam_not_causal(doc_ids):
+    return _same_document(doc_ids)
+
+
+def pam_causal_only(doc_ids):
+    return torch.ones_like(_same_document(doc_ids)) & _causal(doc_ids)
+
+
+def pam_transposed(doc_ids):
+    positions = torch.arange(doc_ids.shape[-1])
+    return _same_document(doc_ids) & (positions[None, :] >= positions[:, None])
+
+
+def pam_diagonal_excluded(doc_ids):
+    positions = torch.arange(doc_ids.shape[-1])        # a document's first token sees nothing: nan in attention
+    return _same_document(doc_ids) & (positions[None, :] < positions[:, None])
+
+
+def pam_float(doc_ids):
+    return (_same_document(doc_ids) & _causal(doc_ids)).float()
+
+
+def pam_one_row_only(doc_ids):
+    return (doc_ids[:, None] == doc_ids[None, :]) & _causal(doc_ids)     # (B, T) ids: (B, B, T), not (B, T, T)
+
+
+def pam_boundary_off_by_one(doc_ids):
+    change = (doc_ids[..., 1:] != doc_ids[..., :-1]).long()
+    segment = torch.cat([change, torch.zeros_like(change[..., :1])], -1).cumsum(-1)   # a document's last token
+    return (segment[..., :, None] == segment[..., None, :]) & _causal(doc_ids)       # joins the next one
+
+
+def pam_segments_from_boundaries(doc_ids):
+    starts = torch.ones_like(doc_ids, dtype=torch.bool)
+    starts[..., 1:] = doc_ids[..., 1:] != doc_ids[..., :-1]
+    segment = starts.long().cumsum(-1)
+    return (segment[..., :, None] == segment[..., None, :]) & _causal(doc_ids)
+
+
+def pam_block_diagonal_row_by_row(doc_ids):
+    rows, T = (doc_ids if doc_ids.dim() == 2 else doc_ids[None]), doc_ids.shape[-1]
+    masks = []
+    for row in rows:
+        mask, start = torch.zeros(T, T, dtype=torch.bool), 0
+        for n in torch.unique_consecutive(row, return_counts=True)[1].tolist():
+            mask[start:start + n, start:start + n] = torch.ones(n, n).tril().bool()
+            start += n
+        masks.append(mask)
+    stacked = torch.stack(masks) if masks else torch.zeros(0, T, T, dtype=torch.bool)
+    return stacked if doc_ids.dim() == 2 else stacked[0]
+
+
+def pam_earlier_ids_not_larger(doc_ids):
+    # ids never decrease along a row, so for j <= i: doc_j >= doc_i exactly when doc_j == doc_i
+    return (doc_ids[..., None, :] >= doc_ids[..., :, None]) & _causal(doc_ids)
+
+
+# ------------------------------------------------------------------ packed_loss_mask
+
+def plm_every_target(doc_ids):
+    return torch.ones_like(doc_ids, dtype=torch.bool)
+
+
+def plm_only_the_row_start(doc_ids):
+    mask = torch.ones_like(doc_ids, dtype=torch.bool)  # the first token of the row only, not of every document
+    mask[..., :1] = False
+    return mask
+
+
+def plm_last_token_masked(doc_ids):
+    continues = doc_ids[..., :-1] == doc_ids[..., 1:]   # False at the last token of each document, not the first
+    return torch.cat([continues, torch.zeros_like(doc_ids[..., :1], dtype=torch.bool)], -1)
+
+
+def plm_targets_shifted(doc_ids):
+    return doc_ids[..., 1:] == doc_ids[..., :-1]       # (T - 1,): aligned with tokens[1:], not with tokens
+
+
+def plm_float(doc_ids):
+    return torch.cat([torch.zeros_like(doc_ids[..., :1]), (doc_ids[..., 1:] == doc_ids[..., :-1]).long()], -1).float()
+
+
+def plm_first_tokens_instead(doc_ids):
+    return torch.cat([torch.ones_like(doc_ids[..., :1], dtype=torch.bool), doc_ids[..., 1:] != doc_ids[..., :-1]], -1)
+
+
+def plm_one_row_only(doc_ids):
+    return torch.cat([torch.zeros(1, dtype=torch.bool), doc_ids[1:] == doc_ids[:-1]])
+
+
+def plm_padded_one_too_many_at_length_0(doc_ids):
+    return F.pad(doc_ids[..., 1:] == doc_ids[..., :-1], (1, 0), value=False)   # T = 0: one element
+
+
+def plm_roll(doc_ids):
+    same = doc_ids == doc_ids.roll(1, -1)
+    same[..., :1] = False
+    return same
+
+
+def plm_positions_within_documents(doc_ids):
+    positions = torch.arange(doc_ids.shape[-1]).expand(doc_ids.shape)
+    starts = torch.ones_like(doc_ids, dtype=torch.bool)
+    starts[..., 1:] = doc_ids[..., 1:] != doc_ids[..., :-1]
+    start_of_document = torch.where(starts, positions, 0).cummax(-1).values
+    return positions > start_of_document
+
+
 EXERCISES = {
     "test_lm_loss": Exercise("lm_loss", differentiable=True, wrong={
         "padding counted": lm_loss_counts_padding,
@@ -501,6 +673,45 @@ EXERCISES = {
     }, right={
         "Gumbel-max trick": sample_gumbel_max,
         "inverse CDF with torch.rand": sample_inverse_cdf,
+    }),
+    "test_micro_batch_scales": Exercise("micro_batch_scales", wrong={
+        "the mean of micro-batch means (1/M)": scales_mean_of_means,
+        "1/M over the non-empty micro-batches": scales_mean_of_nonempty_means,
+        "each rank divides by its own count": scales_per_rank,
+        "R n / N (DDP's factor) where the all-reduce sums": scales_for_an_averaging_all_reduce,
+        "1/N, the factor of a summed loss, on a mean": scales_one_over_total,
+        "counts clamped to 1 (an empty micro-batch weighs 1)": scales_counts_clamped,
+        "computed in float32": scales_in_float32,
+        "integer division": scales_integer_division,
+    }, right={
+        "torch.where on the non-empty micro-batches": scales_where_nonempty,
+        "Python fractions": scales_python_fractions,
+    }),
+    "test_packed_attention_mask": Exercise("packed_attention_mask", wrong={
+        "not causal (block diagonal only)": pam_not_causal,
+        "causal only (attends across documents)": pam_causal_only,
+        "transposed (j >= i)": pam_transposed,
+        "diagonal excluded (a document's first token sees nothing)": pam_diagonal_excluded,
+        "float 0/1 mask": pam_float,
+        "one row only ((B, T) gives (B, B, T))": pam_one_row_only,
+        "boundary off by one (a last token joins the next document)": pam_boundary_off_by_one,
+    }, right={
+        "segments from the boundaries' cumsum": pam_segments_from_boundaries,
+        "a causal block per document, row by row": pam_block_diagonal_row_by_row,
+        "doc_j >= doc_i for j <= i": pam_earlier_ids_not_larger,
+    }),
+    "test_packed_loss_mask": Exercise("packed_loss_mask", wrong={
+        "every target counts (across boundaries too)": plm_every_target,
+        "only the row's first token left out": plm_only_the_row_start,
+        "the last token of each document left out": plm_last_token_masked,
+        "(T - 1,) mask of the shifted targets": plm_targets_shifted,
+        "float 0/1 mask": plm_float,
+        "True at the first tokens instead": plm_first_tokens_instead,
+        "one row only": plm_one_row_only,
+        "F.pad: one element at T = 0": plm_padded_one_too_many_at_length_0,
+    }, right={
+        "compare with the row rolled by one": plm_roll,
+        "position within the document > 0": plm_positions_within_documents,
     }),
 }
 
