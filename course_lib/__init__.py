@@ -17,7 +17,7 @@ One module per concept, each one hop from its notebook and its tests:
 - ``preference``      notebook 08: synthetic preferences from a known reward, the RLHF optimum pi_ref e^{r/beta} / Z
 - ``policy_gradient`` notebook 08: REINFORCE, RLOO, GRPO advantages and loss, PPO's clipped losses, GAE, KL estimators
 - ``verifiable_task`` notebook 08: a task with a checkable reward, a tiny policy that samples, a flawed learned reward
-- ``dpo``             notebook 09: response log-probs, DPO (conservative, reference-free), IPO, one DPO step
+- ``dpo``             notebook 09: response log-probs, DPO (conservative, reference-free), IPO, SimPO, KTO, ORPO
 - ``triton_cross_entropy``  notebook 10: a Triton cross-entropy kernel (online log-sum-exp, gradient in place)
 - ``fused_linear_cross_entropy``  notebook 10: loss(h @ W.T, y) in token chunks, never building the logits
 - ``memory_budget``   notebook 10: PeakMemory (bytes a block keeps alive, counted exactly), chunk size for a budget

@@ -357,6 +357,328 @@ def step_detached_reference(policy, reference, batch, optimizer, beta):
     return loss.item()
 
 
+# ------------------------------------------------------------------ simpo_loss
+
+def _averages(pc, pr, nc, nr):
+    pc, pr = _up(pc), _up(pr)
+    return pc / nc.to(pc.dtype), pr / nr.to(pr.dtype)
+
+
+def _simpo(a_c, a_r, beta, gamma, eps, t=None, reward_c=None, reward_r=None, detach=True):
+    t = beta * (a_c - a_r) - gamma if t is None else t
+    losses = (1 - eps) * _nls(t) + eps * _nls(-t)
+    chosen = beta * a_c if reward_c is None else reward_c
+    rejected = beta * a_r if reward_r is None else reward_r
+    return losses, (chosen.detach() if detach else chosen), (rejected.detach() if detach else rejected)
+
+
+def simpo_summed_not_averaged(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
+    return _simpo(_up(pc), _up(pr), beta, gamma, label_smoothing)
+
+
+def simpo_lengths_swapped(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
+    return _simpo(*_averages(pc, pr, nr, nc), beta, gamma, label_smoothing)
+
+
+def simpo_batch_mean_length(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
+    n = torch.cat([nc.reshape(-1), nr.reshape(-1)]).double().mean()          # one length for every response
+    return _simpo(_up(pc) / n, _up(pr) / n, beta, gamma, label_smoothing)
+
+
+def simpo_gamma_times_beta(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
+    a_c, a_r = _averages(pc, pr, nc, nr)
+    return _simpo(a_c, a_r, beta, gamma, label_smoothing, t=beta * (a_c - a_r - gamma))
+
+
+def simpo_gamma_added(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
+    a_c, a_r = _averages(pc, pr, nc, nr)
+    return _simpo(a_c, a_r, beta, gamma, label_smoothing, t=beta * (a_c - a_r) + gamma)
+
+
+def simpo_gamma_ignored(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
+    return _simpo(*_averages(pc, pr, nc, nr), beta, 0.0, label_smoothing)
+
+
+def simpo_rewards_not_detached(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
+    return _simpo(*_averages(pc, pr, nc, nr), beta, gamma, label_smoothing, detach=False)
+
+
+def simpo_rewards_from_sums(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
+    return _simpo(*_averages(pc, pr, nc, nr), beta, gamma, label_smoothing, reward_c=beta * _up(pc),
+                  reward_r=beta * _up(pr))
+
+
+def simpo_smoothing_on_the_wrong_term(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
+    return _simpo(*_averages(pc, pr, nc, nr), beta, gamma, 1 - label_smoothing if label_smoothing else 0.0)
+
+
+def simpo_log_of_sigmoid(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
+    a_c, a_r = _averages(pc, pr, nc, nr)
+    t = beta * (a_c - a_r) - gamma
+    losses = -(1 - label_smoothing) * torch.log(torch.sigmoid(t)) - label_smoothing * torch.log(torch.sigmoid(-t))
+    return losses, (beta * a_c).detach(), (beta * a_r).detach()
+
+
+def simpo_max_and_abs_through_autograd(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
+    a_c, a_r = _averages(pc, pr, nc, nr)
+    t = beta * (a_c - a_r) - gamma
+    losses = (1 - label_smoothing) * _max_and_abs(t) + label_smoothing * _max_and_abs(-t)
+    return losses, (beta * a_c).detach(), (beta * a_r).detach()
+
+
+def simpo_mean_loss(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
+    losses, c, r = _simpo(*_averages(pc, pr, nc, nr), beta, gamma, label_smoothing)
+    return losses.mean(), c, r
+
+
+def simpo_in_low_precision(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
+    a_c, a_r = pc / nc.to(pc.dtype), pr / nr.to(pr.dtype)                  # float16 stays float16
+    return _simpo(a_c, a_r, beta, gamma, label_smoothing)
+
+
+def simpo_trl_gamma_over_beta(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
+    a_c, a_r = _averages(pc, pr, nc, nr)
+    return _simpo(a_c, a_r, beta, gamma, label_smoothing, t=beta * ((a_c - a_r) - gamma / beta))
+
+
+def simpo_via_dpo_on_averages(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
+    a_c, a_r = _averages(pc, pr, nc, nr)
+    zero = torch.zeros_like(a_c)
+    losses, _, _ = _dpo(a_c - gamma / beta, a_r, zero, zero, beta, label_smoothing)
+    return losses, (beta * a_c).detach(), (beta * a_r).detach()
+
+
+def simpo_in_float64(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
+    dtype = _up(pc).dtype
+    a_c, a_r = pc.double() / nc.double(), pr.double() / nr.double()
+    return tuple(x.to(dtype) for x in _simpo(a_c, a_r, beta, gamma, label_smoothing))
+
+
+# ------------------------------------------------------------------ kto_loss
+
+def _z0(z0, pk, rk, clamp=True, detach=True, matched=None):
+    if z0 is None:
+        diff = _up(pk) - _up(rk) if matched is None else matched
+        z0 = diff.mean().clamp(min=0) if clamp else diff.mean()
+    elif isinstance(z0, torch.Tensor):
+        z0 = _up(z0)
+    else:
+        return z0
+    return z0.detach() if detach else z0
+
+
+def _kto(pl, rl, desirable, beta, z0, w_d, w_u, gain=None, loss=None):
+    r = _up(pl) - _up(rl)
+    gain = w_d * (1 - torch.sigmoid(beta * (r - z0))) if gain is None else gain(r)
+    loss = w_u * (1 - torch.sigmoid(beta * (z0 - r))) if loss is None else loss(r)
+    return torch.where(desirable, gain, loss)
+
+
+def kto_reference_point_ignored(pl, rl, desirable, beta, z0=None, policy_kl_logps=None, ref_kl_logps=None,
+                                desirable_weight=1.0, undesirable_weight=1.0):
+    return _kto(pl, rl, desirable, beta, 0.0, desirable_weight, undesirable_weight)
+
+
+def kto_labels_ignored(pl, rl, desirable, beta, z0=None, policy_kl_logps=None, ref_kl_logps=None,
+                       desirable_weight=1.0, undesirable_weight=1.0):
+    z = _z0(z0, policy_kl_logps, ref_kl_logps)
+    return _kto(pl, rl, torch.ones_like(desirable), beta, z, desirable_weight, undesirable_weight)
+
+
+def kto_labels_swapped(pl, rl, desirable, beta, z0=None, policy_kl_logps=None, ref_kl_logps=None,
+                       desirable_weight=1.0, undesirable_weight=1.0):
+    z = _z0(z0, policy_kl_logps, ref_kl_logps)
+    return _kto(pl, rl, ~desirable, beta, z, desirable_weight, undesirable_weight)
+
+
+def kto_weights_swapped(pl, rl, desirable, beta, z0=None, policy_kl_logps=None, ref_kl_logps=None,
+                        desirable_weight=1.0, undesirable_weight=1.0):
+    z = _z0(z0, policy_kl_logps, ref_kl_logps)
+    return _kto(pl, rl, desirable, beta, z, undesirable_weight, desirable_weight)
+
+
+def kto_reference_point_not_clamped(pl, rl, desirable, beta, z0=None, policy_kl_logps=None, ref_kl_logps=None,
+                                    desirable_weight=1.0, undesirable_weight=1.0):
+    z = _z0(z0, policy_kl_logps, ref_kl_logps, clamp=False)
+    return _kto(pl, rl, desirable, beta, z, desirable_weight, undesirable_weight)
+
+
+def kto_each_log_ratio_clamped(pl, rl, desirable, beta, z0=None, policy_kl_logps=None, ref_kl_logps=None,
+                               desirable_weight=1.0, undesirable_weight=1.0):
+    matched = None if z0 is not None else (_up(policy_kl_logps) - _up(ref_kl_logps)).clamp(min=0)
+    z = _z0(z0, policy_kl_logps, ref_kl_logps, matched=matched)
+    return _kto(pl, rl, desirable, beta, z, desirable_weight, undesirable_weight)
+
+
+def kto_reference_point_not_detached(pl, rl, desirable, beta, z0=None, policy_kl_logps=None, ref_kl_logps=None,
+                                     desirable_weight=1.0, undesirable_weight=1.0):
+    z = _z0(z0, policy_kl_logps, ref_kl_logps, detach=False)
+    return _kto(pl, rl, desirable, beta, z, desirable_weight, undesirable_weight)
+
+
+def kto_reference_point_from_the_batch_itself(pl, rl, desirable, beta, z0=None, policy_kl_logps=None,
+                                              ref_kl_logps=None, desirable_weight=1.0, undesirable_weight=1.0):
+    matched = None if z0 is not None else _up(pl) - _up(rl)          # the examples' own log-ratios, not mismatched
+    z = _z0(z0, policy_kl_logps, ref_kl_logps, matched=matched)
+    return _kto(pl, rl, desirable, beta, z, desirable_weight, undesirable_weight)
+
+
+def kto_beta_on_r_only(pl, rl, desirable, beta, z0=None, policy_kl_logps=None, ref_kl_logps=None,
+                       desirable_weight=1.0, undesirable_weight=1.0):
+    z = _z0(z0, policy_kl_logps, ref_kl_logps)
+    return _kto(pl, rl, desirable, beta, z, desirable_weight, undesirable_weight,
+                gain=lambda r: desirable_weight * (1 - torch.sigmoid(beta * r - z)),
+                loss=lambda r: undesirable_weight * (1 - torch.sigmoid(z - beta * r)))
+
+
+def kto_log_loss(pl, rl, desirable, beta, z0=None, policy_kl_logps=None, ref_kl_logps=None,
+                 desirable_weight=1.0, undesirable_weight=1.0):
+    z = _z0(z0, policy_kl_logps, ref_kl_logps)
+    return _kto(pl, rl, desirable, beta, z, desirable_weight, undesirable_weight,
+                gain=lambda r: desirable_weight * _nls(beta * (r - z)),
+                loss=lambda r: undesirable_weight * _nls(beta * (z - r)))
+
+
+def kto_mean_loss(pl, rl, desirable, beta, z0=None, policy_kl_logps=None, ref_kl_logps=None,
+                  desirable_weight=1.0, undesirable_weight=1.0):
+    z = _z0(z0, policy_kl_logps, ref_kl_logps)
+    return _kto(pl, rl, desirable, beta, z, desirable_weight, undesirable_weight).mean()
+
+
+def kto_sigmoid_as_exp_ratio(pl, rl, desirable, beta, z0=None, policy_kl_logps=None, ref_kl_logps=None,
+                             desirable_weight=1.0, undesirable_weight=1.0):
+    z = _z0(z0, policy_kl_logps, ref_kl_logps)
+
+    def sigmoid(t):
+        return torch.exp(t) / (1 + torch.exp(t))            # inf / inf = nan for t = 1e4
+
+    return _kto(pl, rl, desirable, beta, z, desirable_weight, undesirable_weight,
+                gain=lambda r: desirable_weight * (1 - sigmoid(beta * (r - z))),
+                loss=lambda r: undesirable_weight * (1 - sigmoid(beta * (z - r))))
+
+
+def kto_sigmoid_of_the_negation(pl, rl, desirable, beta, z0=None, policy_kl_logps=None, ref_kl_logps=None,
+                                desirable_weight=1.0, undesirable_weight=1.0):
+    z = _z0(z0, policy_kl_logps, ref_kl_logps)
+    return _kto(pl, rl, desirable, beta, z, desirable_weight, undesirable_weight,
+                gain=lambda r: desirable_weight * torch.sigmoid(beta * (z - r)),
+                loss=lambda r: undesirable_weight * torch.sigmoid(beta * (r - z)))
+
+
+def kto_multiplies_by_the_labels(pl, rl, desirable, beta, z0=None, policy_kl_logps=None, ref_kl_logps=None,
+                                 desirable_weight=1.0, undesirable_weight=1.0):
+    z = _z0(z0, policy_kl_logps, ref_kl_logps)
+    r, d = _up(pl) - _up(rl), desirable.to(_up(pl).dtype)
+    return (d * desirable_weight * (1 - torch.sigmoid(beta * (r - z)))
+            + (1 - d) * undesirable_weight * (1 - torch.sigmoid(beta * (z - r))))
+
+
+def kto_in_float64(pl, rl, desirable, beta, z0=None, policy_kl_logps=None, ref_kl_logps=None,
+                   desirable_weight=1.0, undesirable_weight=1.0):
+    dtype = _up(pl).dtype
+    z = _z0(z0, None if policy_kl_logps is None else policy_kl_logps.double(),
+            None if ref_kl_logps is None else ref_kl_logps.double())
+    z = z.double() if isinstance(z, torch.Tensor) else z
+    return _kto(pl.double(), rl.double(), desirable, beta, z, desirable_weight, undesirable_weight).to(dtype)
+
+
+# ------------------------------------------------------------------ orpo_loss
+
+def _log1m_exp(a):
+    near = a > -0.6931471805599453
+    return torch.where(near, torch.log(-torch.expm1(torch.where(near, a, -1.0))),
+                       torch.log1p(-torch.exp(torch.where(near, -1.0, a))))
+
+
+def _orpo(a_c, a_r, lam, log1m_exp=_log1m_exp, nls=_nls, sft=None, detach=True):
+    d = (a_c - log1m_exp(a_c)) - (a_r - log1m_exp(a_r))
+    losses = (-a_c if sft is None else sft) + lam * nls(d)
+    return losses, (d.detach() if detach else d)
+
+
+def orpo_trl_log1p_of_exp(pc, pr, nc, nr, lam):
+    return _orpo(*_averages(pc, pr, nc, nr), lam, log1m_exp=lambda a: torch.log1p(-torch.exp(a)))
+
+
+def orpo_unguarded_branches(pc, pr, nc, nr, lam):
+    def log1m_exp(a):                                   # both branches see every a: 0 * inf = nan in the gradient
+        return torch.where(a > -0.6931471805599453, torch.log(-torch.expm1(a)), torch.log1p(-torch.exp(a)))
+
+    return _orpo(*_averages(pc, pr, nc, nr), lam, log1m_exp=log1m_exp)
+
+
+def orpo_naive_odds(pc, pr, nc, nr, lam):
+    a_c, a_r = _averages(pc, pr, nc, nr)
+    p_c, p_r = torch.exp(a_c), torch.exp(a_r)
+    d = torch.log(p_c / (1 - p_c)) - torch.log(p_r / (1 - p_r))
+    return -a_c + lam * _nls(d), d.detach()
+
+
+def orpo_odds_of_the_sums(pc, pr, nc, nr, lam):
+    a_c, a_r = _averages(pc, pr, nc, nr)
+    pc, pr = _up(pc), _up(pr)
+    d = (pc - _log1m_exp(pc)) - (pr - _log1m_exp(pr))
+    return -a_c + lam * _nls(d), d.detach()
+
+
+def orpo_summed_sft(pc, pr, nc, nr, lam):
+    return _orpo(*_averages(pc, pr, nc, nr), lam, sft=-_up(pc))
+
+
+def orpo_no_sft(pc, pr, nc, nr, lam):
+    a_c, _ = _averages(pc, pr, nc, nr)
+    return _orpo(*_averages(pc, pr, nc, nr), lam, sft=torch.zeros_like(a_c))
+
+
+def orpo_lam_on_the_sft_term(pc, pr, nc, nr, lam):
+    a_c, a_r = _averages(pc, pr, nc, nr)
+    losses, d = _orpo(a_c, a_r, 1.0, sft=-lam * a_c)
+    return losses, d
+
+
+def orpo_probability_ratio(pc, pr, nc, nr, lam):
+    a_c, a_r = _averages(pc, pr, nc, nr)
+    return _orpo(a_c, a_r, lam, log1m_exp=torch.zeros_like)            # log p_c - log p_r, no odds
+
+
+def orpo_sign_of_the_odds_term(pc, pr, nc, nr, lam):
+    return _orpo(*_averages(pc, pr, nc, nr), lam, nls=lambda d: -_nls(d))
+
+
+def orpo_lengths_swapped(pc, pr, nc, nr, lam):
+    return _orpo(*_averages(pc, pr, nr, nc), lam)
+
+
+def orpo_max_and_abs_through_autograd(pc, pr, nc, nr, lam):
+    return _orpo(*_averages(pc, pr, nc, nr), lam, nls=_max_and_abs)
+
+
+def orpo_log_odds_not_detached(pc, pr, nc, nr, lam):
+    return _orpo(*_averages(pc, pr, nc, nr), lam, detach=False)
+
+
+def orpo_mean_loss(pc, pr, nc, nr, lam):
+    losses, d = _orpo(*_averages(pc, pr, nc, nr), lam)
+    return losses.mean(), d
+
+
+def orpo_expm1_everywhere(pc, pr, nc, nr, lam):
+    return _orpo(*_averages(pc, pr, nc, nr), lam, log1m_exp=lambda a: torch.log(-torch.expm1(a)))
+
+
+def orpo_log_odds_as_a_difference_of_logs(pc, pr, nc, nr, lam):
+    a_c, a_r = _averages(pc, pr, nc, nr)
+    # log odds_c - log odds_r = (a_c - a_r) - (log(1 - p_c) - log(1 - p_r))
+    d = (a_c - a_r) - (_log1m_exp(a_c) - _log1m_exp(a_r))
+    return -a_c + lam * _nls(d), d.detach()
+
+
+def orpo_in_float64(pc, pr, nc, nr, lam):
+    dtype = _up(pc).dtype
+    out = _orpo(pc.double() / nc.double(), pr.double() / nr.double(), lam)
+    return tuple(x.to(dtype) for x in out)
+
+
 EXERCISES = {
     "test_sequence_logprobs": Exercise(
         "sequence_logprobs", differentiable=True,
@@ -393,6 +715,53 @@ EXERCISES = {
                "sum not mean": step_sum_not_mean, "chosen mask for both": step_chosen_mask_for_both,
                "no optimizer step": step_no_optimizer_step, "loss after the step": step_returns_loss_after_the_step},
         right={"one concatenated forward": step_concatenated_forward, "detached reference": step_detached_reference}),
+    "test_simpo_loss": Exercise(
+        "simpo_loss", differentiable=True,
+        wrong={"summed, not averaged over tokens": simpo_summed_not_averaged,
+               "lengths swapped": simpo_lengths_swapped,
+               "one mean length for the whole batch": simpo_batch_mean_length,
+               "gamma inside beta's bracket (beta (a_c - a_r - gamma))": simpo_gamma_times_beta,
+               "gamma added": simpo_gamma_added, "gamma ignored": simpo_gamma_ignored,
+               "rewards not detached": simpo_rewards_not_detached,
+               "rewards from the summed log-probs": simpo_rewards_from_sums,
+               "smoothing on the wrong term": simpo_smoothing_on_the_wrong_term,
+               "log of sigmoid": simpo_log_of_sigmoid,
+               "max(-t, 0) + log1p(exp(-|t|)) through autograd (gradient doubled at t = 0)":
+                   simpo_max_and_abs_through_autograd,
+               "mean loss": simpo_mean_loss, "float16 kept": simpo_in_low_precision},
+        right={"TRL's gamma / beta inside": simpo_trl_gamma_over_beta,
+               "DPO's loss on the averages, reference 0": simpo_via_dpo_on_averages, "in float64": simpo_in_float64}),
+    "test_kto_loss": Exercise(
+        "kto_loss", differentiable=True,
+        wrong={"reference point ignored (z0 = 0)": kto_reference_point_ignored,
+               "labels ignored (every example desirable)": kto_labels_ignored,
+               "labels swapped": kto_labels_swapped, "weights swapped": kto_weights_swapped,
+               "estimated z0 not clamped at 0": kto_reference_point_not_clamped,
+               "each mismatched log-ratio clamped, then averaged": kto_each_log_ratio_clamped,
+               "z0 not detached": kto_reference_point_not_detached,
+               "z0 from the batch's own log-ratios": kto_reference_point_from_the_batch_itself,
+               "beta on r only (sigmoid(beta r - z0))": kto_beta_on_r_only,
+               "-log sigmoid, DPO's log loss": kto_log_loss, "mean loss": kto_mean_loss,
+               "sigmoid as exp(t) / (1 + exp(t)) (nan at 1e4)": kto_sigmoid_as_exp_ratio},
+        right={"sigmoid of the negated argument": kto_sigmoid_of_the_negation,
+               "multiplied by the labels": kto_multiplies_by_the_labels, "in float64": kto_in_float64}),
+    "test_orpo_loss": Exercise(
+        "orpo_loss", differentiable=True,
+        wrong={"TRL's log1p(-exp(a)) (cancels near a = 0)": orpo_trl_log1p_of_exp,
+               "where without guarded inputs (nan gradient near 0)": orpo_unguarded_branches,
+               "naive log(p / (1 - p))": orpo_naive_odds,
+               "odds of the summed log-probs": orpo_odds_of_the_sums,
+               "summed SFT term": orpo_summed_sft, "no SFT term": orpo_no_sft,
+               "lam on the SFT term": orpo_lam_on_the_sft_term,
+               "probability ratio, not odds": orpo_probability_ratio,
+               "odds term with the wrong sign": orpo_sign_of_the_odds_term,
+               "lengths swapped": orpo_lengths_swapped,
+               "max(-d, 0) + log1p(exp(-|d|)) through autograd (gradient doubled at d = 0)":
+                   orpo_max_and_abs_through_autograd,
+               "log odds ratio not detached": orpo_log_odds_not_detached, "mean loss": orpo_mean_loss},
+        right={"log(-expm1(a)) everywhere": orpo_expm1_everywhere,
+               "the ratio as a difference of logs": orpo_log_odds_as_a_difference_of_logs,
+               "in float64": orpo_in_float64}),
 }
 
 mutant_tests(globals())
