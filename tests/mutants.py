@@ -38,6 +38,34 @@ class Exercise:
     differentiable: bool = False                 # a loss a model is trained through: its gradients are graded
 
 
+# ---------------------------------------------------------------- pieces mutants are written with (elementary torch)
+
+def upcast(x):
+    """float16/bfloat16 to float32; float32 and float64 as they are (the course's rule for every loss)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def reduce(loss, reduction):
+    """'none', 'sum', or else the mean."""
+    if reduction == "none":
+        return loss
+    return loss.sum() if reduction == "sum" else loss.mean()
+
+
+def neg_log_sigmoid(t):
+    """-log sigmoid(t), stable: one smooth branch per sign, selected, each fed t on its own side (so the gradient is
+    right at t = 0 too, and the branch not taken cannot overflow)."""
+    up = t >= 0
+    t_pos, t_neg = torch.where(up, t, 0.0), torch.where(up, 0.0, t)
+    return torch.where(up, torch.log1p(torch.exp(-t_pos)), -t_neg + torch.log1p(torch.exp(t_neg)))
+
+
+def neg_log_sigmoid_clamped(t):
+    """-log sigmoid(t) as clamp(-t, min=0) + log1p(exp(-|t|)): right values, but autograd's gradient at t = 0 is -1,
+    not -1/2 (it differentiates the clamp and |t| apart at their shared kink): the mutants' wrong form."""
+    return torch.clamp(-t, min=0) + torch.log1p(torch.exp(-t.abs()))
+
+
 def _plain_solution(notebook, function):
     """The notebook's own `function`, which a mutant wraps; the test is skipped where it is a class or a kernel."""
     solution = notebook.namespace.get(function)

@@ -4,16 +4,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mutants import Exercise, mutant_tests
+from mutants import Exercise, mutant_tests, upcast
 
 ASSIGNMENT = "02_softmax_and_cross_entropy"
 
 
 # ------------------------------------------------------------------ shared pieces (elementary torch only)
-
-def _upcast(x):
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
-
 
 def _finite_max(x, dim):
     m = x.amax(dim=dim, keepdim=True)
@@ -30,7 +26,7 @@ def _log_softmax(x, dim=-1):
 
 
 def _flat(logits, targets, ignore_index):
-    z = _upcast(logits).reshape(-1, logits.shape[-1])
+    z = upcast(logits).reshape(-1, logits.shape[-1])
     y = targets.reshape(-1).long()
     keep = y != ignore_index
     return z, torch.where(keep, y, torch.zeros_like(y)), keep
@@ -52,18 +48,18 @@ def _gather(t, y):
 # ------------------------------------------------------------------ softmax
 
 def softmax_no_max_shift(logits, dim=-1, temperature=1.0):
-    e = torch.exp(_upcast(logits) / temperature)
+    e = torch.exp(upcast(logits) / temperature)
     return e / e.sum(dim=dim, keepdim=True)
 
 
 def softmax_temperature_multiplied(logits, dim=-1, temperature=1.0):
-    x = _upcast(logits) * temperature
+    x = upcast(logits) * temperature
     e = torch.exp(x - _finite_max(x, dim))
     return e / e.sum(dim=dim, keepdim=True)
 
 
 def softmax_always_last_axis(logits, dim=-1, temperature=1.0):
-    x = _upcast(logits) / temperature
+    x = upcast(logits) / temperature
     e = torch.exp(x - _finite_max(x, -1))
     return e / e.sum(dim=-1, keepdim=True)
 
@@ -75,21 +71,21 @@ def softmax_in_half_precision(logits, dim=-1, temperature=1.0):
 
 
 def softmax_divides_by_max(logits, dim=-1, temperature=1.0):
-    x = _upcast(logits) / temperature
+    x = upcast(logits) / temperature
     e = torch.exp(x - _finite_max(x, dim))
     return e / e.amax(dim=dim, keepdim=True)
 
 
 def softmax_calls_torch(logits, dim=-1, temperature=1.0):
-    return torch.softmax(_upcast(logits) / temperature, dim=dim)
+    return torch.softmax(upcast(logits) / temperature, dim=dim)
 
 
 def softmax_tensor_method_alias(logits, dim=-1, temperature=1.0):
-    return (_upcast(logits) / temperature).softmax(dim)
+    return (upcast(logits) / temperature).softmax(dim)
 
 
 def softmax_via_torch_log_softmax(logits, dim=-1, temperature=1.0):
-    return F.log_softmax(_upcast(logits) / temperature, dim=dim).exp()
+    return F.log_softmax(upcast(logits) / temperature, dim=dim).exp()
 
 
 def softmax_always_float32(logits, dim=-1, temperature=1.0):
@@ -105,46 +101,46 @@ def softmax_float64(logits, dim=-1, temperature=1.0):
 
 
 def softmax_exp_of_log_probs(logits, dim=-1, temperature=1.0):
-    x = _upcast(logits) / temperature
+    x = upcast(logits) / temperature
     return torch.exp(x - _lse(x, dim).unsqueeze(dim))
 
 
 # ------------------------------------------------------------------ logsumexp
 
 def logsumexp_no_max_shift(x, dim=-1):
-    return torch.log(torch.exp(_upcast(x)).sum(dim=dim))
+    return torch.log(torch.exp(upcast(x)).sum(dim=dim))
 
 
 def logsumexp_max_not_finite_checked(x, dim=-1):
-    x = _upcast(x)
+    x = upcast(x)
     m = x.amax(dim=dim, keepdim=True)           # -inf for a fully masked slice: -inf - (-inf) = nan
     return (m + torch.log(torch.exp(x - m).sum(dim=dim, keepdim=True))).squeeze(dim)
 
 
 def logsumexp_forgets_max(x, dim=-1):
-    x = _upcast(x)
+    x = upcast(x)
     return torch.log(torch.exp(x - _finite_max(x, dim)).sum(dim=dim))
 
 
 def logsumexp_base2(x, dim=-1):
-    x = _upcast(x)
+    x = upcast(x)
     m = _finite_max(x, dim)
     return (m + torch.log2(torch.exp(x - m).sum(dim=dim, keepdim=True))).squeeze(dim)
 
 
 def logsumexp_global_max(x, dim=-1):
-    x = _upcast(x)
+    x = upcast(x)
     m = x.max()                                 # one shift for the whole tensor, not per slice
     m = m if torch.isfinite(m) else torch.zeros_like(m)
     return m + torch.log(torch.exp(x - m).sum(dim=dim))
 
 
 def logsumexp_calls_torch(x, dim=-1):
-    return torch.logsumexp(_upcast(x), dim=dim)
+    return torch.logsumexp(upcast(x), dim=dim)
 
 
 def logsumexp_special_alias(x, dim=-1):
-    return torch.special.logsumexp(_upcast(x), dim)
+    return torch.special.logsumexp(upcast(x), dim)
 
 
 def logsumexp_always_float32(x, dim=-1):
@@ -152,7 +148,7 @@ def logsumexp_always_float32(x, dim=-1):
 
 
 def logsumexp_max_plus_log1p(x, dim=-1):
-    x = _upcast(x)
+    x = upcast(x)
     m = x.amax(dim=dim, keepdim=True)
     shift = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
     rest = torch.exp(x - shift).sum(dim=dim, keepdim=True) - 1.0   # everything but the max's exp(0) = 1
@@ -167,23 +163,23 @@ def logsumexp_float64(x, dim=-1):
 # ------------------------------------------------------------------ log_softmax
 
 def log_softmax_log_of_naive_softmax(logits, dim=-1, temperature=1.0):
-    e = torch.exp(_upcast(logits) / temperature)
+    e = torch.exp(upcast(logits) / temperature)
     return torch.log(e / e.sum(dim=dim, keepdim=True))
 
 
 def log_softmax_log_of_stable_softmax(logits, dim=-1, temperature=1.0):
-    x = _upcast(logits) / temperature
+    x = upcast(logits) / temperature
     e = torch.exp(x - _finite_max(x, dim))
     return torch.log(e / e.sum(dim=dim, keepdim=True))
 
 
 def log_softmax_only_subtracts_max(logits, dim=-1, temperature=1.0):
-    x = _upcast(logits) / temperature
+    x = upcast(logits) / temperature
     return x - _finite_max(x, dim)
 
 
 def log_softmax_temperature_multiplied(logits, dim=-1, temperature=1.0):
-    return _log_softmax(_upcast(logits) * temperature, dim)
+    return _log_softmax(upcast(logits) * temperature, dim)
 
 
 def log_softmax_in_half_precision(logits, dim=-1, temperature=1.0):
@@ -191,11 +187,11 @@ def log_softmax_in_half_precision(logits, dim=-1, temperature=1.0):
 
 
 def log_softmax_calls_torch(logits, dim=-1, temperature=1.0):
-    return torch.log_softmax(_upcast(logits) / temperature, dim=dim)
+    return torch.log_softmax(upcast(logits) / temperature, dim=dim)
 
 
 def log_softmax_functional_alias(logits, dim=-1, temperature=1.0):
-    return F.log_softmax(_upcast(logits) / temperature, dim=dim)
+    return F.log_softmax(upcast(logits) / temperature, dim=dim)
 
 
 def log_softmax_always_float32(logits, dim=-1, temperature=1.0):
@@ -209,7 +205,7 @@ def log_softmax_float64(logits, dim=-1, temperature=1.0):
 
 
 def log_softmax_via_log1p(logits, dim=-1, temperature=1.0):
-    x = _upcast(logits) / temperature
+    x = upcast(logits) / temperature
     return x - logsumexp_max_plus_log1p(x, dim).unsqueeze(dim)
 
 
@@ -302,7 +298,7 @@ def ce_in_half_precision(logits, targets, ignore_index=-100, reduction="mean", l
 
 
 def ce_calls_torch(logits, targets, ignore_index=-100, reduction="mean", label_smoothing=0.0):
-    out = F.cross_entropy(_upcast(logits).reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=ignore_index,
+    out = F.cross_entropy(upcast(logits).reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=ignore_index,
                           reduction=reduction, label_smoothing=label_smoothing)
     return out.reshape(targets.shape) if reduction == "none" else out
 
@@ -335,7 +331,7 @@ def ce_smoothing_over_finite_log_probs(logits, targets, ignore_index=-100, reduc
 def _one_hot_target_of_int64_only(logits, targets, ignore_index, label_smoothing):
     """(z, q, keep) with the smoothed one-hot target q built by F.one_hot from the targets as given: no .long(), so
     int32 targets raise."""
-    z = _upcast(logits).reshape(-1, logits.shape[-1])
+    z = upcast(logits).reshape(-1, logits.shape[-1])
     y = targets.reshape(-1)
     keep = y != ignore_index
     num_classes = z.shape[-1]
@@ -400,7 +396,7 @@ def per_sequence_empty_gives_zero(logits, targets, ignore_index=-100):
 
 def per_sequence_calls_torch(logits, targets, ignore_index=-100):
     batch, length, num_classes = logits.shape
-    per_token = F.cross_entropy(_upcast(logits).reshape(-1, num_classes), targets.reshape(-1),
+    per_token = F.cross_entropy(upcast(logits).reshape(-1, num_classes), targets.reshape(-1),
                                 ignore_index=ignore_index, reduction="none").reshape(batch, length)
     return per_token.sum(dim=1) / (targets != ignore_index).sum(dim=1)
 
@@ -411,7 +407,7 @@ def per_sequence_float64(logits, targets, ignore_index=-100):
 
 
 def _nll_in_3d(logits, targets, ignore_index):
-    z = _upcast(logits)
+    z = upcast(logits)
     kept = targets != ignore_index
     y = torch.where(kept, targets, torch.zeros_like(targets))
     m = _finite_max(z, -1)
@@ -489,14 +485,14 @@ def grad_smoothing_over_other_classes(logits, targets, ignore_index=-100, reduct
 
 
 def grad_autograd_of_torch_loss(logits, targets, ignore_index=-100, reduction="mean", label_smoothing=0.0):
-    z = _upcast(logits).detach().reshape(-1, logits.shape[-1]).requires_grad_(True)
+    z = upcast(logits).detach().reshape(-1, logits.shape[-1]).requires_grad_(True)
     F.cross_entropy(z, targets.reshape(-1), ignore_index=ignore_index, reduction=reduction,
                     label_smoothing=label_smoothing).backward()
     return z.grad.reshape(logits.shape)
 
 
 def grad_autograd_grad_of_own_loss(logits, targets, ignore_index=-100, reduction="mean", label_smoothing=0.0):
-    z = _upcast(logits).detach().requires_grad_(True)
+    z = upcast(logits).detach().requires_grad_(True)
     loss = ce_lse_minus_target_logit(z, targets, ignore_index, reduction, label_smoothing)
     return torch.autograd.grad(loss, z)[0]
 

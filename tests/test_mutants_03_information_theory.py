@@ -4,15 +4,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mutants import Exercise, mutant_tests
+from mutants import Exercise, mutant_tests, upcast
 
 ASSIGNMENT = "03_information_theory"
 
 
 # ------------------------------------------------------------------ shared pieces (elementary torch only)
-
-def _upcast(x):
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 def _log_where(x, keep):
@@ -21,24 +18,24 @@ def _log_where(x, keep):
 
 
 def _entropy(p, dim=-1):
-    p = _upcast(p)
+    p = upcast(p)
     return -(p * _log_where(p, p > 0)).sum(dim=dim)
 
 
 def _cross_entropy(p, q, dim=-1):
-    p, q = _upcast(p), _upcast(q)
+    p, q = upcast(p), upcast(q)
     return -(p * _log_where(q, p > 0)).sum(dim=dim)
 
 
 def _kept(token_nll, mask):
-    nll = _upcast(token_nll)
+    nll = upcast(token_nll)
     return nll if mask is None else nll[mask]
 
 
 # ------------------------------------------------------------------ entropy
 
 def entropy_log2_for_every_base(p, dim=-1, base=math.e):
-    p = _upcast(p)
+    p = upcast(p)
     return -(p * torch.log2(torch.where(p > 0, p, torch.ones_like(p)))).sum(dim=dim) / math.log(base)
 
 
@@ -47,17 +44,17 @@ def entropy_no_minus_sign(p, dim=-1, base=math.e):
 
 
 def entropy_nan_from_0_log_0(p, dim=-1, base=math.e):
-    p = _upcast(p)
+    p = upcast(p)
     return -(p * torch.log(p)).sum(dim=dim) / math.log(base)
 
 
 def entropy_eps_inside_log(p, dim=-1, base=math.e):
-    p = _upcast(p)
+    p = upcast(p)
     return -(p * torch.log(p + 1e-12)).sum(dim=dim) / math.log(base)
 
 
 def entropy_log_of_clamped_p(p, dim=-1, base=math.e):
-    p = _upcast(p)
+    p = upcast(p)
     return -(p * torch.log(p.clamp_min(1e-10))).sum(dim=dim) / math.log(base)
 
 
@@ -78,25 +75,25 @@ def entropy_in_half_precision(p, dim=-1, base=math.e):
 
 
 def entropy_calls_special_entr(p, dim=-1, base=math.e):
-    return torch.special.entr(_upcast(p)).sum(dim=dim) / math.log(base)
+    return torch.special.entr(upcast(p)).sum(dim=dim) / math.log(base)
 
 
 def entropy_calls_xlogy(p, dim=-1, base=math.e):
-    p = _upcast(p)
+    p = upcast(p)
     return -torch.xlogy(p, p).sum(dim=dim) / math.log(base)
 
 
 def entropy_via_categorical(p, dim=-1, base=math.e):
-    return torch.distributions.Categorical(probs=_upcast(p).movedim(dim, -1)).entropy() / math.log(base)
+    return torch.distributions.Categorical(probs=upcast(p).movedim(dim, -1)).entropy() / math.log(base)
 
 
 def entropy_nan_to_num(p, dim=-1, base=math.e):
-    p = _upcast(p)
+    p = upcast(p)
     return (-(p * torch.log(p))).nan_to_num(nan=0.0).sum(dim=dim) / math.log(base)
 
 
 def entropy_bits_then_converted(p, dim=-1, base=math.e):
-    p = _upcast(p)
+    p = upcast(p)
     bits = -torch.where(p > 0, p * torch.log2(p), torch.zeros_like(p)).sum(dim=dim)
     return bits * (math.log(2) / math.log(base))
 
@@ -118,22 +115,22 @@ def ce_no_minus_sign(p, q, dim=-1, base=math.e):
 
 
 def ce_nan_from_zero_terms(p, q, dim=-1, base=math.e):
-    p, q = _upcast(p), _upcast(q)
+    p, q = upcast(p), upcast(q)
     return -(p * torch.log(q)).sum(dim=dim) / math.log(base)
 
 
 def ce_eps_inside_log(p, q, dim=-1, base=math.e):
-    p, q = _upcast(p), _upcast(q)
+    p, q = upcast(p), upcast(q)
     return -(p * torch.log(q + 1e-12)).sum(dim=dim) / math.log(base)
 
 
 def ce_log_clamped_at_minus_100(p, q, dim=-1, base=math.e):
-    p, q = _upcast(p), _upcast(q)
+    p, q = upcast(p), upcast(q)
     return -(p * torch.log(q).clamp_min(-100)).sum(dim=dim) / math.log(base)    # as torch's BCE does
 
 
 def ce_log2_for_every_base(p, q, dim=-1, base=math.e):
-    p, q = _upcast(p), _upcast(q)
+    p, q = upcast(p), upcast(q)
     return -(p * torch.log2(torch.where(p > 0, q, torch.ones_like(q)))).sum(dim=dim) / math.log(base)
 
 
@@ -142,7 +139,7 @@ def ce_always_last_axis(p, q, dim=-1, base=math.e):
 
 
 def ce_mean_over_classes(p, q, dim=-1, base=math.e):
-    p, q = _upcast(p), _upcast(q)
+    p, q = upcast(p), upcast(q)
     return -(p * _log_where(q, p > 0)).mean(dim=dim) / math.log(base)
 
 
@@ -151,18 +148,18 @@ def ce_always_float32(p, q, dim=-1, base=math.e):
 
 
 def ce_calls_xlogy(p, q, dim=-1, base=math.e):
-    return -torch.xlogy(_upcast(p), _upcast(q)).sum(dim=dim) / math.log(base)
+    return -torch.xlogy(upcast(p), upcast(q)).sum(dim=dim) / math.log(base)
 
 
 def ce_calls_f_cross_entropy(p, q, dim=-1, base=math.e):
-    p, q = _upcast(p).movedim(dim, -1), _upcast(q).movedim(dim, -1)
+    p, q = upcast(p).movedim(dim, -1), upcast(q).movedim(dim, -1)
     p, q = torch.broadcast_tensors(p, q)
     flat = F.cross_entropy(torch.log(q).reshape(-1, q.shape[-1]), p.reshape(-1, p.shape[-1]), reduction="none")
     return flat.reshape(p.shape[:-1]) / math.log(base)
 
 
 def ce_where_on_the_product(p, q, dim=-1, base=math.e):
-    p, q = _upcast(p), _upcast(q)
+    p, q = upcast(p), upcast(q)
     return -torch.where(p > 0, p * torch.log(q), torch.zeros(())).sum(dim=dim) / math.log(base)
 
 
@@ -185,7 +182,7 @@ def ce_checks_with_min(p, q, dim=-1, base=math.e):
 # ------------------------------------------------------------------ kl_divergence
 
 def _kl(p, q, dim=-1):
-    p, q = _upcast(p), _upcast(q)
+    p, q = upcast(p), upcast(q)
     keep = p > 0
     return (p * (_log_where(p, keep) - _log_where(q, keep))).sum(dim=dim)
 
@@ -200,17 +197,17 @@ def kl_no_minus_sign(p, q, dim=-1, base=math.e):
 
 
 def kl_nan_from_zero_terms(p, q, dim=-1, base=math.e):
-    p, q = _upcast(p), _upcast(q)
+    p, q = upcast(p), upcast(q)
     return (p * (torch.log(p) - torch.log(q))).sum(dim=dim) / math.log(base)
 
 
 def kl_eps_inside_logs(p, q, dim=-1, base=math.e):
-    p, q = _upcast(p), _upcast(q)
+    p, q = upcast(p), upcast(q)
     return (p * torch.log((p + 1e-10) / (q + 1e-10))).sum(dim=dim) / math.log(base)
 
 
 def kl_log_of_the_ratio(p, q, dim=-1, base=math.e):
-    p, q = _upcast(p), _upcast(q)
+    p, q = upcast(p), upcast(q)
     return torch.where(p > 0, p * torch.log(p / q), torch.zeros(())).sum(dim=dim) / math.log(base)
 
 
@@ -237,12 +234,12 @@ def kl_in_half_precision(p, q, dim=-1, base=math.e):
 
 
 def kl_calls_f_kl_div(p, q, dim=-1, base=math.e):
-    return F.kl_div(torch.log(_upcast(q)), _upcast(p), reduction="none").sum(dim=dim) / math.log(base)
+    return F.kl_div(torch.log(upcast(q)), upcast(p), reduction="none").sum(dim=dim) / math.log(base)
 
 
 def kl_torch_distributions(p, q, dim=-1, base=math.e):
-    cat_p = torch.distributions.Categorical(probs=_upcast(p).movedim(dim, -1))
-    cat_q = torch.distributions.Categorical(probs=_upcast(q).movedim(dim, -1))
+    cat_p = torch.distributions.Categorical(probs=upcast(p).movedim(dim, -1))
+    cat_q = torch.distributions.Categorical(probs=upcast(q).movedim(dim, -1))
     return torch.distributions.kl_divergence(cat_p, cat_q) / math.log(base)
 
 
@@ -251,7 +248,7 @@ def kl_cross_entropy_minus_entropy(p, q, dim=-1, base=math.e):
 
 
 def kl_where_on_the_log_difference(p, q, dim=-1, base=math.e):
-    p, q = _upcast(p), _upcast(q)
+    p, q = upcast(p), upcast(q)
     terms = torch.where(p > 0, p * (torch.log(p) - torch.log(q)), torch.zeros(()))
     return terms.sum(dim=dim) / math.log(base)
 
@@ -273,17 +270,17 @@ def ppl_mean_of_exp(token_nll, mask=None):
 
 
 def ppl_ignores_mask(token_nll, mask=None):
-    return _upcast(token_nll).mean().exp()
+    return upcast(token_nll).mean().exp()
 
 
 def ppl_divides_by_all_positions(token_nll, mask=None):
-    nll = _upcast(token_nll)
+    nll = upcast(token_nll)
     kept = nll if mask is None else nll.masked_fill(~mask, 0.0)
     return (kept.sum() / nll.numel()).exp()
 
 
 def ppl_multiplies_by_mask(token_nll, mask=None):
-    nll = _upcast(token_nll)
+    nll = upcast(token_nll)
     if mask is None:
         return nll.mean().exp()
     return ((nll * mask).sum() / mask.sum()).exp()
@@ -303,7 +300,7 @@ def ppl_returns_mean_nll(token_nll, mask=None):
 
 
 def ppl_mean_of_per_sequence_perplexities(token_nll, mask=None):
-    nll = _upcast(token_nll)
+    nll = upcast(token_nll)
     if nll.dim() < 2:
         return _kept(nll, mask).mean().exp()
     keep = torch.ones_like(nll, dtype=torch.bool) if mask is None else mask
@@ -323,7 +320,7 @@ def ppl_in_half_precision(token_nll, mask=None):
 
 
 def ppl_masked_fill_then_divide(token_nll, mask=None):
-    nll = _upcast(token_nll)
+    nll = upcast(token_nll)
     if mask is None:
         mask = torch.ones_like(nll, dtype=torch.bool)
     return torch.exp(nll.masked_fill(~mask, 0.0).sum() / mask.sum())
@@ -336,7 +333,7 @@ def ppl_float64_in_bits(token_nll, mask=None):
 
 def _kept_finite(token_nll, mask):
     """Treats every non-finite NLL as padding: a real token the model gave probability 0 is dropped too."""
-    nll = _upcast(token_nll)
+    nll = upcast(token_nll)
     keep = torch.isfinite(nll) if mask is None else mask & torch.isfinite(nll)
     return nll[keep]
 
@@ -346,7 +343,7 @@ def ppl_drops_infinite_tokens(token_nll, mask=None):
 
 
 def ppl_empty_input_gives_one(token_nll, mask=None):
-    nll = _upcast(token_nll)
+    nll = upcast(token_nll)
     if mask is None:
         return (nll.sum() / max(nll.numel(), 1)).exp()    # 0 tokens: exp(0) = 1, not nan
     return nll[mask].mean().exp()
@@ -372,7 +369,7 @@ def bpc_log_10(token_nll, num_characters, mask=None):
 
 
 def bpc_ignores_mask(token_nll, num_characters, mask=None):
-    return _upcast(token_nll).sum() / (math.log(2) * num_characters)
+    return upcast(token_nll).sum() / (math.log(2) * num_characters)
 
 
 def bpc_bits_per_token(token_nll, num_characters, mask=None):
@@ -380,7 +377,7 @@ def bpc_bits_per_token(token_nll, num_characters, mask=None):
 
 
 def bpc_multiplies_by_mask(token_nll, num_characters, mask=None):
-    nll = _upcast(token_nll)
+    nll = upcast(token_nll)
     kept = nll if mask is None else nll * mask
     return kept.sum() / (math.log(2) * num_characters)
 
@@ -407,7 +404,6 @@ def bpc_drops_infinite_tokens(token_nll, num_characters, mask=None):
 def bpc_bits_per_token_times_tokens_per_character(token_nll, num_characters, mask=None):
     nll = _kept(token_nll, mask)
     return nll.mean() / math.log(2) * (nll.numel() / num_characters)     # nothing kept: nan * 0 = nan
-
 
 
 EXERCISES = {

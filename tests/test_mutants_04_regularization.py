@@ -4,31 +4,27 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mutants import Exercise, mutant_tests
+from mutants import Exercise, mutant_tests, upcast
 
 ASSIGNMENT = "04_regularization"
-
-
-def _upcast(x):
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 # ------------------------------------------------------------------ l2_penalty_grad
 
 def l2_lambda_w(w, weight_decay):
-    return weight_decay * _upcast(w)                      # forgets the 2 of d/dw w^2
+    return weight_decay * upcast(w)                      # forgets the 2 of d/dw w^2
 
 
 def l2_minus_sign(w, weight_decay):
-    return -2 * weight_decay * _upcast(w)
+    return -2 * weight_decay * upcast(w)
 
 
 def l2_l1_gradient(w, weight_decay):
-    return 2 * weight_decay * torch.sign(_upcast(w))
+    return 2 * weight_decay * torch.sign(upcast(w))
 
 
 def l2_returns_the_penalty(w, weight_decay):
-    return weight_decay * (_upcast(w) ** 2).sum()
+    return weight_decay * (upcast(w) ** 2).sum()
 
 
 def l2_in_half_precision(w, weight_decay):
@@ -36,12 +32,12 @@ def l2_in_half_precision(w, weight_decay):
 
 
 def l2_by_autograd(w, weight_decay):
-    x = _upcast(w).detach().clone().requires_grad_(True)
+    x = upcast(w).detach().clone().requires_grad_(True)
     return torch.autograd.grad(weight_decay * (x ** 2).sum(), x)[0]
 
 
 def l2_w_plus_w(w, weight_decay):
-    w = _upcast(w)
+    w = upcast(w)
     return weight_decay * (w + w)
 
 
@@ -52,7 +48,7 @@ def l2_float64(w, weight_decay):
 # ------------------------------------------------------------------ l1_proximal_step
 
 def _u(w, grad, lr):
-    return _upcast(w) - lr * _upcast(grad)
+    return upcast(w) - lr * upcast(grad)
 
 
 def l1_threshold_l1_not_lr_l1(w, grad, lr, l1):
@@ -61,14 +57,14 @@ def l1_threshold_l1_not_lr_l1(w, grad, lr, l1):
 
 
 def l1_subgradient_step(w, grad, lr, l1):
-    w = _upcast(w)
-    return w - lr * (_upcast(grad) + l1 * torch.sign(w))  # never lands on 0
+    w = upcast(w)
+    return w - lr * (upcast(grad) + l1 * torch.sign(w))  # never lands on 0
 
 
 def l1_threshold_before_gradient_step(w, grad, lr, l1):
-    w = _upcast(w)
+    w = upcast(w)
     shrunk = torch.sign(w) * torch.clamp(w.abs() - lr * l1, min=0)
-    return shrunk - lr * _upcast(grad)
+    return shrunk - lr * upcast(grad)
 
 
 def l1_relu_without_sign(w, grad, lr, l1):
@@ -305,7 +301,7 @@ def backward_float64(grad_out, mask, p):
 # ------------------------------------------------------------------ label_smoothed_cross_entropy
 
 def _log_p(logits):
-    return torch.log_softmax(_upcast(logits), dim=1)
+    return torch.log_softmax(upcast(logits), dim=1)
 
 
 def _nll(log_p, targets):
@@ -345,7 +341,7 @@ def ls_sum_over_batch(logits, targets, epsilon):
 
 
 def ls_log_of_softmax(logits, targets, epsilon):
-    log_p = torch.log(torch.softmax(_upcast(logits), dim=1))
+    log_p = torch.log(torch.softmax(upcast(logits), dim=1))
     nll = _nll(log_p, targets)
     return (nll if epsilon == 0 else (1 - epsilon) * nll + epsilon * (-log_p).mean(1)).mean()
 
@@ -357,7 +353,7 @@ def ls_in_half_precision(logits, targets, epsilon):
 
 
 def ls_calls_torch(logits, targets, epsilon):
-    return F.cross_entropy(_upcast(logits), targets, label_smoothing=epsilon)
+    return F.cross_entropy(upcast(logits), targets, label_smoothing=epsilon)
 
 
 def ls_nll_loss_on_own_log_probs(logits, targets, epsilon):
@@ -401,7 +397,7 @@ def ls_empty_batch_gives_0(logits, targets, epsilon):
 
 
 def ls_logsumexp_form(logits, targets, epsilon):
-    z = _upcast(logits)
+    z = upcast(logits)
     m = z.amax(1, keepdim=True)
     lse = (m + torch.log(torch.exp(z - m).sum(1, keepdim=True))).squeeze(1)
     z_y = z.gather(1, targets.long()[:, None]).squeeze(1)
@@ -413,7 +409,7 @@ def ls_logsumexp_form(logits, targets, epsilon):
 # ------------------------------------------------------------------ expected_calibration_error
 
 def _bins(probs, targets, n_bins, conf_fn=None, left_closed=False):
-    probs = _upcast(probs)
+    probs = upcast(probs)
     conf, pred = probs.max(1)
     if conf_fn is not None:
         conf = conf_fn(probs, targets)
@@ -475,15 +471,15 @@ def ece_in_half_precision(probs, targets, n_bins=15):
 
 def ece_correct_where_the_target_has_the_top_probability(probs, targets, n_bins=15):
     count, acc, conf = _bins(probs, targets, n_bins)
-    top = _upcast(probs).max(1).values
-    correct = (_upcast(probs).gather(1, targets[:, None]).squeeze(1) == top).to(top.dtype)  # no int16 index
+    top = upcast(probs).max(1).values
+    correct = (upcast(probs).gather(1, targets[:, None]).squeeze(1) == top).to(top.dtype)  # no int16 index
     index = (torch.ceil(top * n_bins).long() - 1).clamp(0, n_bins - 1)
     acc = torch.zeros_like(count).index_add_(0, index, correct) / count
     return _weighted(count, (acc - conf).abs())
 
 
 def ece_bucketize(probs, targets, n_bins=15):
-    probs = _upcast(probs)
+    probs = upcast(probs)
     conf, pred = probs.max(1)
     inner_edges = torch.arange(1, n_bins, dtype=probs.dtype) / n_bins
     index = torch.bucketize(conf, inner_edges, right=False)  # edges[i-1] < c <= edges[i]

@@ -2,13 +2,9 @@
 import torch
 import torch.nn.functional as F
 
-from mutants import Exercise, mutant_tests
+from mutants import Exercise, mutant_tests, upcast
 
 ASSIGNMENT = "05_normalization"
-
-
-def _upcast(x):
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 # ------------------------------------------------------------------ batchnorm
@@ -16,7 +12,7 @@ def _upcast(x):
 def _bn(x, gamma, beta, running_mean, running_var, training, momentum, eps, *, normalise_correction=0,
         running_unbiased=True, eps_outside=False, new_weight=None, update_in_eval=False, stat_axes=None,
         swap_affine=False, upcast=True):
-    x = _upcast(x) if upcast else x
+    x = upcast(x) if upcast else x
     axes = stat_axes if stat_axes is not None else [0] + list(range(2, x.dim()))
     shape = [1, -1] + [1] * (x.dim() - 2)
     if training or update_in_eval:
@@ -70,7 +66,7 @@ def bn_batch_stats_in_eval(x, gamma, beta, running_mean, running_var, training=T
 
 
 def bn_stats_over_channels(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1, eps=1e-5):
-    x = _upcast(x)
+    x = upcast(x)
     shape = [1, -1] + [1] * (x.dim() - 2)
     if not training:
         return _bn(x, gamma, beta, running_mean, running_var, training, momentum, eps)
@@ -83,7 +79,7 @@ def bn_stats_over_channels(x, gamma, beta, running_mean, running_var, training=T
 
 
 def bn_ignores_the_length_axis(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1, eps=1e-5):
-    x = _upcast(x)
+    x = upcast(x)
     if x.dim() == 2 or not training:
         return _bn(x, gamma, beta, running_mean, running_var, training, momentum, eps)
     mean, var = x.mean(dim=0), x.var(dim=0, correction=0)         # (C, L): separate statistics per position
@@ -119,14 +115,14 @@ def bn_in_half_precision(x, gamma, beta, running_mean, running_var, training=Tru
 
 def bn_calls_f_batch_norm(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1, eps=1e-5):
     rm, rv = running_mean.clone(), running_var.clone()
-    out = F.batch_norm(_upcast(x), rm, rv, gamma, beta, training=training, momentum=momentum, eps=eps)
+    out = F.batch_norm(upcast(x), rm, rv, gamma, beta, training=training, momentum=momentum, eps=eps)
     return out, rm, rv
 
 
 def bn_layer_norm_on_the_transpose(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1, eps=1e-5):
     if not training or x.dim() == 3:
         return _bn(x, gamma, beta, running_mean, running_var, training, momentum, eps)
-    x = _upcast(x)
+    x = upcast(x)
     n = x.shape[0]
     out = F.layer_norm(x.T, (n,), eps=eps).T * gamma + beta
     return (out, (1 - momentum) * running_mean + momentum * x.mean(0),
@@ -152,7 +148,7 @@ def bn_float64_with_explicit_sums(x, gamma, beta, running_mean, running_var, tra
 
 
 def bn_channels_last_with_var_mean(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1, eps=1e-5):
-    x = _upcast(x)
+    x = upcast(x)
     c = x.shape[1]
     flat = x.movedim(1, -1).reshape(-1, c)                        # (N * L, C): one row per value of each channel
     if training:
@@ -167,7 +163,7 @@ def bn_channels_last_with_var_mean(x, gamma, beta, running_mean, running_var, tr
 
 def bn_unbiased_factor_before_the_branch(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1,
                                          eps=1e-5):
-    x = _upcast(x)
+    x = upcast(x)
     axes = [0] + list(range(2, x.dim()))
     shape = [1, -1] + [1] * (x.dim() - 2)
     n = x.numel() // x.shape[1]
@@ -185,7 +181,7 @@ def bn_unbiased_factor_before_the_branch(x, gamma, beta, running_mean, running_v
 # ------------------------------------------------------------------ layernorm
 
 def _ln(x, gamma, beta, eps, *, correction=0, eps_outside=False, dim=-1, centre=True, upcast=True, swap=False):
-    x = _upcast(x) if upcast else x
+    x = upcast(x) if upcast else x
     mean = x.mean(dim=dim, keepdim=True) if centre else torch.zeros_like(x)
     var = x.var(dim=dim, correction=correction, keepdim=True) if centre else (x * x).mean(dim=dim, keepdim=True)
     denom = torch.sqrt(var) + eps if eps_outside else torch.sqrt(var + eps)
@@ -218,18 +214,18 @@ def ln_in_half_precision(x, gamma, beta, eps=1e-5):
 
 
 def ln_calls_f_layer_norm(x, gamma, beta, eps=1e-5):
-    x = _upcast(x)
+    x = upcast(x)
     return F.layer_norm(x, (x.shape[-1],), gamma.to(x.dtype), beta.to(x.dtype), eps)
 
 
 def ln_group_norm_with_one_group(x, gamma, beta, eps=1e-5):
-    x = _upcast(x)
+    x = upcast(x)
     flat = x.reshape(-1, x.shape[-1])
     return F.group_norm(flat, 1, gamma.to(x.dtype), beta.to(x.dtype), eps).reshape(x.shape)
 
 
 def ln_var_mean_and_rsqrt(x, gamma, beta, eps=1e-5):
-    x = _upcast(x)
+    x = upcast(x)
     var, mean = torch.var_mean(x, dim=-1, keepdim=True, correction=0)
     return (x - mean) * torch.rsqrt(var + eps) * gamma + beta
 
@@ -242,7 +238,7 @@ def ln_float64_centred_second_moment(x, gamma, beta, eps=1e-5):
 
 
 def ln_token_by_token(x, gamma, beta, eps=1e-5):
-    x = _upcast(x)
+    x = upcast(x)
     rows = [(r - r.mean()) / torch.sqrt(((r - r.mean()) ** 2).mean() + eps) * gamma + beta
             for r in x.reshape(-1, x.shape[-1])]
     return torch.stack(rows).reshape(x.shape)     # an empty batch: torch.stack of no rows raises
@@ -251,28 +247,28 @@ def ln_token_by_token(x, gamma, beta, eps=1e-5):
 # ------------------------------------------------------------------ rmsnorm
 
 def rms_subtracts_the_mean(x, gamma, eps=1e-6):
-    x = _upcast(x)
+    x = upcast(x)
     c = x - x.mean(-1, keepdim=True)
     return c / torch.sqrt((c * c).mean(-1, keepdim=True) + eps) * gamma
 
 
 def rms_eps_outside_sqrt(x, gamma, eps=1e-6):
-    x = _upcast(x)
+    x = upcast(x)
     return x / (torch.sqrt((x * x).mean(-1, keepdim=True)) + eps) * gamma
 
 
 def rms_sum_instead_of_mean(x, gamma, eps=1e-6):
-    x = _upcast(x)
+    x = upcast(x)
     return x / torch.sqrt((x * x).sum(-1, keepdim=True) + eps) * gamma
 
 
 def rms_over_the_batch_axis(x, gamma, eps=1e-6):
-    x = _upcast(x)
+    x = upcast(x)
     return x / torch.sqrt((x * x).mean(0, keepdim=True) + eps) * gamma
 
 
 def rms_forgets_gamma(x, gamma, eps=1e-6):
-    x = _upcast(x)
+    x = upcast(x)
     return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps)
 
 
@@ -281,12 +277,12 @@ def rms_in_half_precision(x, gamma, eps=1e-6):
 
 
 def rms_f_normalize_times_sqrt_d(x, gamma, eps=1e-6):
-    x = _upcast(x)
+    x = upcast(x)
     return F.normalize(x, dim=-1) * x.shape[-1] ** 0.5 * gamma
 
 
 def rms_calls_f_rms_norm(x, gamma, eps=1e-6):
-    x = _upcast(x)
+    x = upcast(x)
     return F.rms_norm(x, (x.shape[-1],), gamma.to(x.dtype), eps)
 
 
@@ -296,13 +292,13 @@ def rms_float64_rsqrt(x, gamma, eps=1e-6):
 
 
 def rms_via_vector_norm(x, gamma, eps=1e-6):
-    x = _upcast(x)
+    x = upcast(x)
     ms = torch.linalg.vector_norm(x, dim=-1, keepdim=True) ** 2 / x.shape[-1]
     return x / torch.sqrt(ms + eps) * gamma
 
 
 def rms_token_by_token(x, gamma, eps=1e-6):
-    x = _upcast(x)
+    x = upcast(x)
     rows = [r / torch.sqrt((r * r).mean() + eps) * gamma for r in x.reshape(-1, x.shape[-1])]
     return torch.stack(rows).reshape(x.shape)     # an empty batch: torch.stack of no rows raises
 
@@ -311,7 +307,7 @@ def rms_token_by_token(x, gamma, eps=1e-6):
 
 def _lnb(grad_out, x, gamma, eps, *, mean_g=True, projection=True, use_gamma=True, eps_in_s=True,
          correction=0, sum_axes="all", swap=False):
-    x, dy = _upcast(x), _upcast(grad_out)
+    x, dy = upcast(x), upcast(grad_out)
     mean = x.mean(-1, keepdim=True)
     var = x.var(dim=-1, correction=correction, keepdim=True)
     s = torch.sqrt(var + eps) if eps_in_s else torch.sqrt(var)
@@ -366,10 +362,10 @@ def lnb_gamma_and_beta_grads_swapped(grad_out, x, gamma, eps=1e-5):
 
 
 def lnb_autograd_grad(grad_out, x, gamma, eps=1e-5):
-    x, gamma = _upcast(x).detach().requires_grad_(), _upcast(gamma).detach().requires_grad_()
+    x, gamma = upcast(x).detach().requires_grad_(), upcast(gamma).detach().requires_grad_()
     beta = torch.zeros_like(gamma, requires_grad=True)
     y = F.layer_norm(x, (x.shape[-1],), gamma, beta, eps)
-    return torch.autograd.grad(y, (x, gamma, beta), _upcast(grad_out))
+    return torch.autograd.grad(y, (x, gamma, beta), upcast(grad_out))
 
 
 def lnb_explicit_jacobian_float64(grad_out, x, gamma, eps=1e-5):
@@ -385,7 +381,7 @@ def lnb_explicit_jacobian_float64(grad_out, x, gamma, eps=1e-5):
 
 
 def lnb_sums_instead_of_means(grad_out, x, gamma, eps=1e-5):
-    x, dy = _upcast(x), _upcast(grad_out)
+    x, dy = upcast(x), upcast(grad_out)
     d = x.shape[-1]
     mean = x.sum(-1, keepdim=True) / d
     s = torch.sqrt(((x - mean) ** 2).sum(-1, keepdim=True) / d + eps)

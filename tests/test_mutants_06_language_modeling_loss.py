@@ -4,20 +4,17 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mutants import Exercise, mutant_tests
+from mutants import Exercise, mutant_tests, upcast
 
 ASSIGNMENT = "06_language_modeling_loss"
 
 
 # ------------------------------------------------------------------ shared pieces (elementary torch only)
 
-def _upcast(x):
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
-
 
 def _target_log_probs(logits, tokens):
     """(B, T-1) log p(tokens[:, t+1] | logits[:, t])."""
-    return _upcast(logits)[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    return upcast(logits)[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
 
 
 def _counted(log_p, mask):
@@ -31,13 +28,13 @@ def lm_loss_counts_padding(logits, tokens, mask=None):
 
 
 def lm_loss_targets_not_shifted(logits, tokens, mask=None):
-    log_p = _upcast(logits).log_softmax(-1).gather(-1, tokens[..., None]).squeeze(-1)
+    log_p = upcast(logits).log_softmax(-1).gather(-1, tokens[..., None]).squeeze(-1)
     keep = torch.ones_like(tokens, dtype=torch.bool) if mask is None else mask
     return -log_p[keep].mean()
 
 
 def lm_loss_shifted_the_wrong_way(logits, tokens, mask=None):
-    log_p = _upcast(logits)[:, 1:].log_softmax(-1).gather(-1, tokens[:, :-1, None]).squeeze(-1)
+    log_p = upcast(logits)[:, 1:].log_softmax(-1).gather(-1, tokens[:, :-1, None]).squeeze(-1)
     keep = torch.ones_like(log_p, dtype=torch.bool) if mask is None else mask[:, :-1]
     return -log_p[keep].mean()
 
@@ -65,13 +62,13 @@ def lm_loss_divides_by_all_positions(logits, tokens, mask=None):
 
 
 def lm_loss_log_of_softmax(logits, tokens, mask=None):
-    e = _upcast(logits)[:, :-1].exp()
+    e = upcast(logits)[:, :-1].exp()
     log_p = (e / e.sum(-1, keepdim=True)).log().gather(-1, tokens[:, 1:, None]).squeeze(-1)
     return -log_p[_counted(log_p, mask)].mean()
 
 
 def lm_loss_one_hot_product(logits, tokens, mask=None):
-    log_sm = _upcast(logits)[:, :-1].log_softmax(-1)
+    log_sm = upcast(logits)[:, :-1].log_softmax(-1)
     one_hot = (torch.arange(logits.shape[-1]) == tokens[:, 1:, None]).to(log_sm.dtype)
     log_p = (log_sm * one_hot).sum(-1)       # 0 * (-inf) = nan for tokens with -inf logits
     return -log_p[_counted(log_p, mask)].mean()
@@ -89,11 +86,11 @@ def lm_loss_detached(logits, tokens, mask=None):
 
 def lm_loss_calls_cross_entropy(logits, tokens, mask=None):
     targets = tokens[:, 1:] if mask is None else tokens[:, 1:].masked_fill(~mask[:, 1:], -100)
-    return F.cross_entropy(_upcast(logits)[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=-100)
+    return F.cross_entropy(upcast(logits)[:, :-1].flatten(0, 1), targets.flatten(), ignore_index=-100)
 
 
 def lm_loss_boolean_indexing_first(logits, tokens, mask=None):
-    logits, targets = _upcast(logits)[:, :-1], tokens[:, 1:]
+    logits, targets = upcast(logits)[:, :-1], tokens[:, 1:]
     keep = torch.ones_like(targets, dtype=torch.bool) if mask is None else mask[:, 1:]
     rows, picked = logits[keep], targets[keep]                      # (N, V), (N,)
     log_z = rows.max(-1).values + (rows - rows.max(-1, keepdim=True).values).exp().sum(-1).log()
@@ -147,7 +144,7 @@ def sll_counts_padding(logits, tokens, mask=None):
 
 
 def sll_not_shifted(logits, tokens, mask=None):
-    log_p = _upcast(logits).log_softmax(-1).gather(-1, tokens[..., None]).squeeze(-1)
+    log_p = upcast(logits).log_softmax(-1).gather(-1, tokens[..., None]).squeeze(-1)
     keep = torch.ones_like(tokens, dtype=torch.bool) if mask is None else mask
     return torch.where(keep, log_p, torch.zeros_like(log_p)).sum(-1)
 
@@ -164,19 +161,19 @@ def sll_summed_over_the_batch(logits, tokens, mask=None):
 
 
 def sll_log_of_softmax(logits, tokens, mask=None):
-    e = _upcast(logits)[:, :-1].exp()
+    e = upcast(logits)[:, :-1].exp()
     log_p = (e / e.sum(-1, keepdim=True)).log().gather(-1, tokens[:, 1:, None]).squeeze(-1)
     return torch.where(_counted(log_p, mask), log_p, torch.zeros_like(log_p)).sum(-1)
 
 
 def sll_calls_cross_entropy(logits, tokens, mask=None):
     targets = tokens[:, 1:] if mask is None else tokens[:, 1:].masked_fill(~mask[:, 1:], -100)
-    nll = F.cross_entropy(_upcast(logits)[:, :-1].transpose(1, 2), targets, ignore_index=-100, reduction="none")
+    nll = F.cross_entropy(upcast(logits)[:, :-1].transpose(1, 2), targets, ignore_index=-100, reduction="none")
     return -nll.sum(-1)
 
 
 def sll_loop_over_positions(logits, tokens, mask=None):
-    logits = _upcast(logits)
+    logits = upcast(logits)
     total = torch.zeros(tokens.shape[0], dtype=logits.dtype)
     for t in range(tokens.shape[1] - 1):
         z = logits[:, t]
@@ -313,7 +310,7 @@ def mask_cumsum_of_identity(length, device=None):
 # ------------------------------------------------------------------ sample_next_token
 
 def _top_k(logits, top_k):
-    logits = _upcast(logits)
+    logits = upcast(logits)
     if top_k is None:
         return logits
     kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
@@ -353,7 +350,7 @@ def sample_top_k_keeps_k_plus_1(logits, temperature=1.0, top_k=None, generator=N
 def sample_top_k_drops_ties(logits, temperature=1.0, top_k=None, generator=None):
     if temperature == 0:
         return logits.argmax(-1)
-    logits = _upcast(logits)
+    logits = upcast(logits)
     if top_k is not None:
         index = logits.topk(min(top_k, logits.shape[-1]), dim=-1).indices
         keep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, index, True)
@@ -400,7 +397,7 @@ def sample_fresh_generator_when_none(logits, temperature=1.0, top_k=None, genera
 
 
 def sample_gumbel_max(logits, temperature=1.0, top_k=None, generator=None):
-    logits = _upcast(logits)
+    logits = upcast(logits)
     if temperature == 0:
         return logits.argmax(-1)
     if top_k is not None:
@@ -411,7 +408,7 @@ def sample_gumbel_max(logits, temperature=1.0, top_k=None, generator=None):
 
 
 def sample_inverse_cdf(logits, temperature=1.0, top_k=None, generator=None):
-    logits = _upcast(logits).double()
+    logits = upcast(logits).double()
     if temperature == 0:
         return logits.argmax(-1)
     if top_k is not None:

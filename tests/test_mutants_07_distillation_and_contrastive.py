@@ -4,15 +4,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mutants import Exercise, mutant_tests
+from mutants import Exercise, mutant_tests, neg_log_sigmoid, reduce, upcast
 
 ASSIGNMENT = "07_distillation_and_contrastive"
 
 
 # ------------------------------------------------------------------ shared pieces (elementary torch only)
-
-def _upcast(x):
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 def _kl_rows(log_p, log_q):
@@ -27,7 +24,7 @@ def _reduce_rows(per_row, reduction):
 
 
 def _logp(z, T):
-    return torch.log_softmax(_upcast(z) / T, dim=-1)
+    return torch.log_softmax(upcast(z) / T, dim=-1)
 
 
 def _kd(s, t, T, reduction="batchmean"):
@@ -88,8 +85,8 @@ def kd_nan_for_masked_teacher(student_logits, teacher_logits, temperature=1.0, r
 
 def kd_log_of_softmax(student_logits, teacher_logits, temperature=1.0, reduction="batchmean"):
     T = temperature
-    p_t = torch.softmax(_upcast(teacher_logits) / T, -1)
-    p_s = torch.softmax(_upcast(student_logits) / T, -1)
+    p_t = torch.softmax(upcast(teacher_logits) / T, -1)
+    p_s = torch.softmax(upcast(student_logits) / T, -1)
     terms = torch.where(p_t > 0, p_t * (torch.log(p_t) - torch.log(p_s)), torch.zeros_like(p_t))
     return _reduce_rows(T ** 2 * terms.sum(-1), reduction)
 
@@ -108,7 +105,7 @@ def kd_calls_f_kl_div(student_logits, teacher_logits, temperature=1.0, reduction
 
 
 def kd_via_logsumexp(student_logits, teacher_logits, temperature=1.0, reduction="batchmean"):
-    s, t = _upcast(student_logits) / temperature, _upcast(teacher_logits) / temperature
+    s, t = upcast(student_logits) / temperature, upcast(teacher_logits) / temperature
     log_pt = t - torch.logsumexp(t, -1, keepdim=True)
     log_ps = s - torch.logsumexp(s, -1, keepdim=True)
     p_t = torch.exp(log_pt)
@@ -121,7 +118,7 @@ def kd_flatten_rows_float64(student_logits, teacher_logits, temperature=1.0, red
     s, t = student_logits.double().reshape(-1, C), teacher_logits.double().reshape(-1, C)
     log_pt, log_ps = torch.log_softmax(t / temperature, 1), torch.log_softmax(s / temperature, 1)
     per_row = temperature ** 2 * (log_pt.exp() * (log_pt - log_ps)).nan_to_num(nan=0.0).sum(1)
-    per_row = per_row.to(_upcast(student_logits).dtype)
+    per_row = per_row.to(upcast(student_logits).dtype)
     if reduction == "none":
         return per_row.reshape(student_logits.shape[:-1])
     return per_row.sum() if reduction == "sum" else per_row.sum() / per_row.numel()
@@ -157,7 +154,7 @@ def kd_empty_batchmean_is_zero(student_logits, teacher_logits, temperature=1.0, 
 # ------------------------------------------------------------------ distillation_objective
 
 def _ce(s, y):
-    log_p = torch.log_softmax(_upcast(s), -1)
+    log_p = torch.log_softmax(upcast(s), -1)
     return -log_p.gather(-1, y[:, None]).mean()
 
 
@@ -176,8 +173,8 @@ def obj_kd_without_t_squared(student_logits, teacher_logits, targets, temperatur
 
 
 def obj_soft_labels_in_the_ce(student_logits, teacher_logits, targets, temperature, alpha):
-    p_t = torch.softmax(_upcast(teacher_logits), -1)
-    ce = -(p_t * torch.log_softmax(_upcast(student_logits), -1)).sum(-1).mean()
+    p_t = torch.softmax(upcast(teacher_logits), -1)
+    ce = -(p_t * torch.log_softmax(upcast(student_logits), -1)).sum(-1).mean()
     return alpha * ce + (1 - alpha) * _kd(student_logits, teacher_logits, temperature)
 
 
@@ -207,7 +204,7 @@ def obj_in_half_precision(student_logits, teacher_logits, targets, temperature, 
 def obj_calls_f_kl_div(student_logits, teacher_logits, targets, temperature, alpha):
     T = temperature
     kd = T ** 2 * F.kl_div(_logp(student_logits, T), _logp(teacher_logits, T), log_target=True, reduction="batchmean")
-    return alpha * F.cross_entropy(_upcast(student_logits), targets) + (1 - alpha) * kd
+    return alpha * F.cross_entropy(upcast(student_logits), targets) + (1 - alpha) * kd
 
 
 def obj_explicit(student_logits, teacher_logits, targets, temperature, alpha):
@@ -216,14 +213,14 @@ def obj_explicit(student_logits, teacher_logits, targets, temperature, alpha):
 
 
 def obj_f_cross_entropy_and_own_kd(student_logits, teacher_logits, targets, temperature, alpha):
-    hard = F.cross_entropy(_upcast(student_logits), targets)
+    hard = F.cross_entropy(upcast(student_logits), targets)
     return torch.lerp(_kd(student_logits, teacher_logits, temperature), hard, alpha)
 
 
 # ------------------------------------------------------------------ nt_xent
 
 def _views(z1, z2, normalise=True):
-    z = _upcast(torch.cat([z1, z2]))
+    z = upcast(torch.cat([z1, z2]))
     return z / z.norm(dim=1, keepdim=True).clamp_min(1e-12) if normalise else z   # as F.normalize: a zero row stays 0
 
 
@@ -271,7 +268,7 @@ def nt_temperature_multiplied(z1, z2, temperature=0.5):
 
 
 def nt_cross_view_only(z1, z2, temperature=0.5):
-    a, b = _upcast(z1), _upcast(z2)
+    a, b = upcast(z1), upcast(z2)
     a, b = a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True)
     logits = a @ b.T / temperature
     idx = torch.arange(len(a))
@@ -290,7 +287,7 @@ def nt_in_half_precision(z1, z2, temperature=0.5):
 
 
 def nt_norm_without_floor(z1, z2, temperature=0.5):
-    z = _upcast(torch.cat([z1, z2]))
+    z = upcast(torch.cat([z1, z2]))
     z = z / z.norm(dim=1, keepdim=True)                    # 0 / 0 = nan for a zero row
     return _nt_from_sim(_masked(z @ z.T / temperature), len(z1))
 
@@ -327,43 +324,30 @@ def nt_loop_with_big_negative_mask(z1, z2, temperature=0.5):
 
 # ------------------------------------------------------------------ bradley_terry_loss
 
-def _reduce(loss, reduction):
-    if reduction == "none":
-        return loss
-    return loss.sum() if reduction == "sum" else loss.mean()
-
-
 def _margin(r_chosen, r_rejected):
-    return _upcast(r_chosen) - _upcast(r_rejected)
-
-
-def _nls(d):
-    """-log sigmoid(d): one smooth branch per sign, selected, each fed d on its own side (right gradient at d = 0)."""
-    up = d >= 0
-    d_pos, d_neg = torch.where(up, d, 0.0), torch.where(up, 0.0, d)
-    return torch.where(up, torch.log1p(torch.exp(-d_pos)), -d_neg + torch.log1p(torch.exp(d_neg)))
+    return upcast(r_chosen) - upcast(r_rejected)
 
 
 def bt_naive_log_sigmoid(r_chosen, r_rejected, reduction="mean"):
-    return _reduce(-torch.log(torch.sigmoid(_margin(r_chosen, r_rejected))), reduction)
+    return reduce(-torch.log(torch.sigmoid(_margin(r_chosen, r_rejected))), reduction)
 
 
 def bt_naive_log1p_exp(r_chosen, r_rejected, reduction="mean"):
-    return _reduce(torch.log1p(torch.exp(-_margin(r_chosen, r_rejected))), reduction)
+    return reduce(torch.log1p(torch.exp(-_margin(r_chosen, r_rejected))), reduction)
 
 
 def bt_margin_sign_flipped(r_chosen, r_rejected, reduction="mean"):
     d = _margin(r_rejected, r_chosen)
-    return _reduce(torch.clamp(-d, min=0) + torch.log1p(torch.exp(-d.abs())), reduction)
+    return reduce(torch.clamp(-d, min=0) + torch.log1p(torch.exp(-d.abs())), reduction)
 
 
 def bt_margin_clamped(r_chosen, r_rejected, reduction="mean"):
     d = _margin(r_chosen, r_rejected).clamp(-50, 50)
-    return _reduce(torch.log1p(torch.exp(-d)), reduction)
+    return reduce(torch.log1p(torch.exp(-d)), reduction)
 
 
 def bt_eps_in_the_log(r_chosen, r_rejected, reduction="mean"):
-    return _reduce(-torch.log(torch.sigmoid(_margin(r_chosen, r_rejected)) + 1e-7), reduction)
+    return reduce(-torch.log(torch.sigmoid(_margin(r_chosen, r_rejected)) + 1e-7), reduction)
 
 
 def bt_ignores_reduction(r_chosen, r_rejected, reduction="mean"):
@@ -373,36 +357,36 @@ def bt_ignores_reduction(r_chosen, r_rejected, reduction="mean"):
 
 def bt_in_half_precision(r_chosen, r_rejected, reduction="mean"):
     d = r_chosen - r_rejected
-    return _reduce(torch.clamp(-d, min=0) + torch.log1p(torch.exp(-d.abs())), reduction)
+    return reduce(torch.clamp(-d, min=0) + torch.log1p(torch.exp(-d.abs())), reduction)
 
 
 def bt_max_and_abs_through_autograd(r_chosen, r_rejected, reduction="mean"):
     d = _margin(r_chosen, r_rejected)              # right values; autograd's gradient at d = 0 is -1, not -1/2
-    return _reduce(torch.clamp(-d, min=0) + torch.log1p(torch.exp(-d.abs())), reduction)
+    return reduce(torch.clamp(-d, min=0) + torch.log1p(torch.exp(-d.abs())), reduction)
 
 
 def bt_reduces_the_first_axis(r_chosen, r_rejected, reduction="mean"):
-    loss = _nls(_margin(r_chosen, r_rejected))
+    loss = neg_log_sigmoid(_margin(r_chosen, r_rejected))
     if reduction == "none":
         return loss
     return loss.sum(0) if reduction == "sum" else loss.mean(0)
 
 
 def bt_at_least_1d(r_chosen, r_rejected, reduction="mean"):
-    return _reduce(_nls(torch.atleast_1d(_margin(r_chosen, r_rejected))), reduction)
+    return reduce(neg_log_sigmoid(torch.atleast_1d(_margin(r_chosen, r_rejected))), reduction)
 
 
 def bt_empty_mean_is_zero(r_chosen, r_rejected, reduction="mean"):
-    loss = _nls(_margin(r_chosen, r_rejected))
-    return loss.sum() / max(loss.numel(), 1) if reduction == "mean" else _reduce(loss, reduction)
+    loss = neg_log_sigmoid(_margin(r_chosen, r_rejected))
+    return loss.sum() / max(loss.numel(), 1) if reduction == "mean" else reduce(loss, reduction)
 
 
 def bt_calls_logsigmoid(r_chosen, r_rejected, reduction="mean"):
-    return _reduce(-F.logsigmoid(_margin(r_chosen, r_rejected)), reduction)
+    return reduce(-F.logsigmoid(_margin(r_chosen, r_rejected)), reduction)
 
 
 def bt_calls_softplus(r_chosen, r_rejected, reduction="mean"):
-    return _reduce(F.softplus(-_margin(r_chosen, r_rejected)), reduction)
+    return reduce(F.softplus(-_margin(r_chosen, r_rejected)), reduction)
 
 
 def bt_calls_bce_with_logits(r_chosen, r_rejected, reduction="mean"):
@@ -414,19 +398,19 @@ def bt_piecewise_where(r_chosen, r_rejected, reduction="mean"):
     d = _margin(r_chosen, r_rejected)
     positive = torch.log1p(torch.exp(-d.clamp(min=0)))
     negative = -d + torch.log1p(torch.exp(d.clamp(max=0)))
-    return _reduce(torch.where(d >= 0, positive, negative), reduction)
+    return reduce(torch.where(d >= 0, positive, negative), reduction)
 
 
 def bt_two_way_logsumexp(r_chosen, r_rejected, reduction="mean"):
     d = _margin(r_chosen, r_rejected)        # logits (d, 0): the rewards shifted by r_rejected
     logits = torch.stack([d, torch.zeros_like(d)], dim=-1)
-    return _reduce(torch.logsumexp(logits, dim=-1) - d, reduction)
+    return reduce(torch.logsumexp(logits, dim=-1) - d, reduction)
 
 
 def bt_logsumexp_shifted_by_hand(r_chosen, r_rejected, reduction="mean"):
     d = _margin(r_chosen, r_rejected)
     m = torch.clamp(-d, min=0)                     # the larger exponent of (0, -d): a shift the gradient cancels
-    return _reduce(m + torch.log(torch.exp(-m) + torch.exp(-d - m)), reduction)
+    return reduce(m + torch.log(torch.exp(-m) + torch.exp(-d - m)), reduction)
 
 
 EXERCISES = {

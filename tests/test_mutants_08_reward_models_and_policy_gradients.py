@@ -4,98 +4,72 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mutants import Exercise, mutant_tests
+from mutants import Exercise, mutant_tests, neg_log_sigmoid, neg_log_sigmoid_clamped, reduce, upcast
 
 ASSIGNMENT = "08_reward_models_and_policy_gradients"
-
-
-# ------------------------------------------------------------------ shared pieces (elementary torch only)
-
-def _up(x):
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
-
-
-def _nls(t):
-    """-log sigmoid(t), stable: one smooth branch per sign, selected, each fed t on its own side (so the gradient is
-    right at t = 0 too, and the branch not taken cannot overflow)."""
-    up = t >= 0
-    t_pos, t_neg = torch.where(up, t, 0.0), torch.where(up, 0.0, t)
-    return torch.where(up, torch.log1p(torch.exp(-t_pos)), -t_neg + torch.log1p(torch.exp(t_neg)))
-
-
-def _max_and_abs(t):
-    """-log sigmoid(t) as max(-t, 0) + log1p(exp(-|t|)): right values, but autograd's gradient at t = 0 is -1, not
-    -1/2 (it differentiates max and |t| apart at their shared kink)."""
-    return torch.clamp(-t, min=0) + torch.log1p(torch.exp(-t.abs()))
-
-
-def _reduce(loss, reduction):
-    if reduction == "none":
-        return loss
-    return loss.sum() if reduction == "sum" else loss.mean()
 
 
 # ------------------------------------------------------------------ bradley_terry_loss
 
 def bt_sign_flipped(r_chosen, r_rejected, reduction="mean"):
-    return _reduce(_nls(_up(r_rejected) - _up(r_chosen)), reduction)
+    return reduce(neg_log_sigmoid(upcast(r_rejected) - upcast(r_chosen)), reduction)
 
 
 def bt_log_of_sigmoid(r_chosen, r_rejected, reduction="mean"):
-    return _reduce(-torch.log(torch.sigmoid(_up(r_chosen) - _up(r_rejected))), reduction)
+    return reduce(-torch.log(torch.sigmoid(upcast(r_chosen) - upcast(r_rejected))), reduction)
 
 
 def bt_log1p_exp_overflows(r_chosen, r_rejected, reduction="mean"):
-    return _reduce(torch.log1p(torch.exp(_up(r_rejected) - _up(r_chosen))), reduction)
+    return reduce(torch.log1p(torch.exp(upcast(r_rejected) - upcast(r_chosen))), reduction)
 
 
 def bt_calls_logsigmoid(r_chosen, r_rejected, reduction="mean"):
-    return _reduce(-F.logsigmoid(_up(r_chosen) - _up(r_rejected)), reduction)
+    return reduce(-F.logsigmoid(upcast(r_chosen) - upcast(r_rejected)), reduction)
 
 
 def bt_always_mean(r_chosen, r_rejected, reduction="mean"):
-    return _nls(_up(r_chosen) - _up(r_rejected)).mean()
+    return neg_log_sigmoid(upcast(r_chosen) - upcast(r_rejected)).mean()
 
 
 def bt_in_half_precision(r_chosen, r_rejected, reduction="mean"):
-    return _reduce(_nls(r_chosen - r_rejected), reduction)
+    return reduce(neg_log_sigmoid(r_chosen - r_rejected), reduction)
 
 
 def bt_max_and_abs_through_autograd(r_chosen, r_rejected, reduction="mean"):
-    return _reduce(_max_and_abs(_up(r_chosen) - _up(r_rejected)), reduction)
+    return reduce(neg_log_sigmoid_clamped(upcast(r_chosen) - upcast(r_rejected)), reduction)
 
 
 def bt_reduces_the_first_axis(r_chosen, r_rejected, reduction="mean"):
-    loss = _nls(_up(r_chosen) - _up(r_rejected))
+    loss = neg_log_sigmoid(upcast(r_chosen) - upcast(r_rejected))
     if reduction == "none":
         return loss
     return loss.sum(0) if reduction == "sum" else loss.mean(0)
 
 
 def bt_at_least_1d(r_chosen, r_rejected, reduction="mean"):
-    return _reduce(_nls(torch.atleast_1d(_up(r_chosen) - _up(r_rejected))), reduction)
+    return reduce(neg_log_sigmoid(torch.atleast_1d(upcast(r_chosen) - upcast(r_rejected))), reduction)
 
 
 def bt_empty_mean_is_zero(r_chosen, r_rejected, reduction="mean"):
-    loss = _nls(_up(r_chosen) - _up(r_rejected))
-    return loss.sum() / max(loss.numel(), 1) if reduction == "mean" else _reduce(loss, reduction)
+    loss = neg_log_sigmoid(upcast(r_chosen) - upcast(r_rejected))
+    return loss.sum() / max(loss.numel(), 1) if reduction == "mean" else reduce(loss, reduction)
 
 
 def bt_via_where(r_chosen, r_rejected, reduction="mean"):
-    d = _up(r_chosen) - _up(r_rejected)
+    d = upcast(r_chosen) - upcast(r_rejected)
     loss = torch.where(d > 0, torch.log1p(torch.exp(-d.clamp_min(0))), -d + torch.log1p(torch.exp(d.clamp_max(0))))
-    return _reduce(loss, reduction)
+    return reduce(loss, reduction)
 
 
 def bt_log_instead_of_log1p(r_chosen, r_rejected, reduction="mean"):
-    d = _up(r_chosen) - _up(r_rejected)            # also max and |d| through autograd: gradient -1 at d = 0
-    return _reduce((-d).clamp_min(0) + torch.log(1 + torch.exp(-d.abs())), reduction)
+    d = upcast(r_chosen) - upcast(r_rejected)            # also max and |d| through autograd: gradient -1 at d = 0
+    return reduce((-d).clamp_min(0) + torch.log(1 + torch.exp(-d.abs())), reduction)
 
 
 def bt_logsumexp_shifted_by_hand(r_chosen, r_rejected, reduction="mean"):
-    d = _up(r_chosen) - _up(r_rejected)
+    d = upcast(r_chosen) - upcast(r_rejected)
     m = torch.clamp(-d, min=0)                     # the larger exponent of (0, -d): a shift the gradient cancels
-    return _reduce(m + torch.log(torch.exp(-m) + torch.exp(-d - m)), reduction)
+    return reduce(m + torch.log(torch.exp(-m) + torch.exp(-d - m)), reduction)
 
 
 # ------------------------------------------------------------------ optimal_policy
@@ -105,33 +79,33 @@ def _log_ref(ref):
 
 
 def op_naive_exp(ref_probs, rewards, beta):
-    w = _up(ref_probs) * torch.exp(_up(rewards) / beta)
+    w = upcast(ref_probs) * torch.exp(upcast(rewards) / beta)
     return w / w.sum(-1, keepdim=True)
 
 
 def op_r_times_beta(ref_probs, rewards, beta):
-    return torch.softmax(_log_ref(_up(ref_probs)) + _up(rewards) * beta, -1)
+    return torch.softmax(_log_ref(upcast(ref_probs)) + upcast(rewards) * beta, -1)
 
 
 def op_not_normalised(ref_probs, rewards, beta):
-    z = _log_ref(_up(ref_probs)) + _up(rewards) / beta
+    z = _log_ref(upcast(ref_probs)) + upcast(rewards) / beta
     return torch.exp(z - z.amax(-1, keepdim=True))
 
 
 def op_ignores_reference(ref_probs, rewards, beta):
-    return torch.softmax(_up(rewards) / beta, -1)
+    return torch.softmax(upcast(rewards) / beta, -1)
 
 
 def op_normalised_over_prompts(ref_probs, rewards, beta):
-    return torch.softmax(_log_ref(_up(ref_probs)) + _up(rewards) / beta, 0)
+    return torch.softmax(_log_ref(upcast(ref_probs)) + upcast(rewards) / beta, 0)
 
 
 def op_reference_times_softmax(ref_probs, rewards, beta):
-    return _up(ref_probs) * torch.softmax(_up(rewards) / beta, -1)
+    return upcast(ref_probs) * torch.softmax(upcast(rewards) / beta, -1)
 
 
 def op_log_zero_clamped(ref_probs, rewards, beta):
-    return torch.softmax(torch.log(_up(ref_probs).clamp_min(1e-30)) + _up(rewards) / beta, -1)
+    return torch.softmax(torch.log(upcast(ref_probs).clamp_min(1e-30)) + upcast(rewards) / beta, -1)
 
 
 def op_upcasts_bfloat16_only(ref_probs, rewards, beta):
@@ -140,12 +114,12 @@ def op_upcasts_bfloat16_only(ref_probs, rewards, beta):
 
 
 def op_log_softmax_exp(ref_probs, rewards, beta):
-    z = _log_ref(_up(ref_probs)) + _up(rewards) / beta
+    z = _log_ref(upcast(ref_probs)) + upcast(rewards) / beta
     return torch.exp(torch.log_softmax(z, dim=-1))
 
 
 def op_max_subtracted_by_hand(ref_probs, rewards, beta):
-    ref, r = _up(ref_probs), _up(rewards)
+    ref, r = upcast(ref_probs), upcast(rewards)
     z = torch.where(ref > 0, r / beta, torch.full_like(r, -math.inf))
     w = ref * torch.exp(z - z.amax(-1, keepdim=True))
     return w / w.sum(-1, keepdim=True)
@@ -154,37 +128,37 @@ def op_max_subtracted_by_hand(ref_probs, rewards, beta):
 # ------------------------------------------------------------------ reinforce_loss
 
 def _baseline(baseline):
-    return _up(baseline) if isinstance(baseline, torch.Tensor) else (0.0 if baseline is None else baseline)
+    return upcast(baseline) if isinstance(baseline, torch.Tensor) else (0.0 if baseline is None else baseline)
 
 
 def rf_rewards_not_detached(logprobs, rewards, baseline=None):
     b = _baseline(baseline)
     b = b.detach() if isinstance(b, torch.Tensor) else b
-    return -((_up(rewards) - b) * _up(logprobs)).mean()
+    return -((upcast(rewards) - b) * upcast(logprobs)).mean()
 
 
 def rf_baseline_not_detached(logprobs, rewards, baseline=None):
-    return -((_up(rewards).detach() - _baseline(baseline)) * _up(logprobs)).mean()
+    return -((upcast(rewards).detach() - _baseline(baseline)) * upcast(logprobs)).mean()
 
 
 def rf_sum_not_mean(logprobs, rewards, baseline=None):
-    return -((_up(rewards) - _baseline(baseline)).detach() * _up(logprobs)).sum()
+    return -((upcast(rewards) - _baseline(baseline)).detach() * upcast(logprobs)).sum()
 
 
 def rf_sign_flipped(logprobs, rewards, baseline=None):
-    return ((_up(rewards) - _baseline(baseline)).detach() * _up(logprobs)).mean()
+    return ((upcast(rewards) - _baseline(baseline)).detach() * upcast(logprobs)).mean()
 
 
 def rf_baseline_added(logprobs, rewards, baseline=None):
-    return -((_up(rewards) + _baseline(baseline)).detach() * _up(logprobs)).mean()
+    return -((upcast(rewards) + _baseline(baseline)).detach() * upcast(logprobs)).mean()
 
 
 def rf_baseline_ignored(logprobs, rewards, baseline=None):
-    return -(_up(rewards).detach() * _up(logprobs)).mean()
+    return -(upcast(rewards).detach() * upcast(logprobs)).mean()
 
 
 def rf_mean_times_mean(logprobs, rewards, baseline=None):
-    return -(_up(rewards) - _baseline(baseline)).detach().mean() * _up(logprobs).mean()
+    return -(upcast(rewards) - _baseline(baseline)).detach().mean() * upcast(logprobs).mean()
 
 
 def rf_in_half_precision(logprobs, rewards, baseline=None):
@@ -193,26 +167,26 @@ def rf_in_half_precision(logprobs, rewards, baseline=None):
 
 
 def rf_empty_gives_zero(logprobs, rewards, baseline=None):
-    terms = (_up(rewards) - _baseline(baseline)).detach() * _up(logprobs)
+    terms = (upcast(rewards) - _baseline(baseline)).detach() * upcast(logprobs)
     return -terms.sum() / max(terms.numel(), 1)
 
 
 def rf_under_no_grad_weights(logprobs, rewards, baseline=None):
     with torch.no_grad():
-        weights = _up(rewards) - _baseline(baseline)
-    return -(weights * _up(logprobs)).sum() / _up(logprobs).numel()
+        weights = upcast(rewards) - _baseline(baseline)
+    return -(weights * upcast(logprobs)).sum() / upcast(logprobs).numel()
 
 
 def rf_dot_product(logprobs, rewards, baseline=None):
-    lp = _up(logprobs)
-    weights = (_up(rewards) - _baseline(baseline)).detach().expand(lp.shape).to(lp.dtype)
+    lp = upcast(logprobs)
+    weights = (upcast(rewards) - _baseline(baseline)).detach().expand(lp.shape).to(lp.dtype)
     return -torch.dot(weights, lp) / lp.numel()
 
 
 # ------------------------------------------------------------------ rloo_advantages
 
 def _shifted(rewards):
-    r = _up(rewards.detach())
+    r = upcast(rewards.detach())
     return r - r[:, :1]
 
 
@@ -222,7 +196,7 @@ def rloo_group_mean(rewards):
 
 
 def rloo_over_prompts(rewards):
-    d = _up(rewards.detach())
+    d = upcast(rewards.detach())
     k = d.shape[1]
     return (d - d.mean(0, keepdim=True)) * (k / (k - 1))
 
@@ -240,7 +214,7 @@ def rloo_sign_flipped(rewards):
 
 
 def rloo_naive_centring(rewards):
-    r = _up(rewards.detach())
+    r = upcast(rewards.detach())
     k = r.shape[1]
     return (r - r.mean(-1, keepdim=True)) * (k / (k - 1))
 
@@ -260,7 +234,7 @@ def rloo_in_half_precision(rewards):
 
 
 def rloo_keeps_the_graph(rewards):
-    r = _up(rewards)
+    r = upcast(rewards)
     d = r - r[:, :1]
     k = r.shape[1]
     return (d - d.mean(-1, keepdim=True)) * (k / (k - 1))
@@ -287,7 +261,7 @@ def rloo_by_a_loop_over_samples(rewards):
 # ------------------------------------------------------------------ grpo_advantages
 
 def _ga(rewards, scale_by_std, eps, correction=1, eps_inside=False, exact=True, zero_where_flat=True, over=-1):
-    r = _up(rewards.detach())
+    r = upcast(rewards.detach())
     d = r - r[:, :1] if exact else r
     centred = d - d.mean(over, keepdim=True)
     if not scale_by_std:
@@ -310,7 +284,7 @@ def ga_eps_inside_the_sqrt(rewards, scale_by_std=True, eps=1e-4):
 
 
 def ga_std_over_the_batch(rewards, scale_by_std=True, eps=1e-4):
-    r = _up(rewards.detach())
+    r = upcast(rewards.detach())
     centred = (r - r[:, :1]) - (r - r[:, :1]).mean(-1, keepdim=True)
     if not scale_by_std:
         return centred
@@ -386,7 +360,7 @@ def _naive(rho, adv, eps, use="min"):
 
 def _cs(per_token):
     def clipped_surrogate(logprobs, old_logprobs, advantages, clip_eps=0.2):
-        lp, old, adv = _up(logprobs), _up(old_logprobs).detach(), _up(advantages).detach()
+        lp, old, adv = upcast(logprobs), upcast(old_logprobs).detach(), upcast(advantages).detach()
         return per_token(lp, old, adv, clip_eps)
     return clipped_surrogate
 
@@ -406,11 +380,11 @@ cs_by_where = _cs(lambda lp, old, adv, eps: _clip_by_where(_log_ratio(lp, old), 
 
 
 def cs_advantages_not_detached(logprobs, old_logprobs, advantages, clip_eps=0.2):
-    return _clip_by_sign(_log_ratio(_up(logprobs), _up(old_logprobs).detach()), _up(advantages), clip_eps)
+    return _clip_by_sign(_log_ratio(upcast(logprobs), upcast(old_logprobs).detach()), upcast(advantages), clip_eps)
 
 
 def cs_old_not_detached(logprobs, old_logprobs, advantages, clip_eps=0.2):
-    return _clip_by_sign(_log_ratio(_up(logprobs), _up(old_logprobs)), _up(advantages).detach(), clip_eps)
+    return _clip_by_sign(_log_ratio(upcast(logprobs), upcast(old_logprobs)), upcast(advantages).detach(), clip_eps)
 
 
 def cs_in_half_precision(logprobs, old_logprobs, advantages, clip_eps=0.2):
@@ -419,7 +393,7 @@ def cs_in_half_precision(logprobs, old_logprobs, advantages, clip_eps=0.2):
 
 def cs_min_of_products_with_a_safe_ratio(logprobs, old_logprobs, advantages, clip_eps=0.2):
     # the textbook -min(rho A, clip(rho) A), made safe: where the clip binds, the ratio is never exponentiated
-    lp, old, adv = _up(logprobs), _up(old_logprobs).detach(), _up(advantages).detach()
+    lp, old, adv = upcast(logprobs), upcast(old_logprobs).detach(), upcast(advantages).detach()
     log_ratio = _log_ratio(lp, old)
     binds = ((adv >= 0) & (log_ratio > math.log1p(clip_eps))) | ((adv < 0) & (log_ratio < math.log1p(-clip_eps)))
     rho = torch.exp(torch.where(binds, 0.0, log_ratio))
@@ -429,7 +403,7 @@ def cs_min_of_products_with_a_safe_ratio(logprobs, old_logprobs, advantages, cli
 
 def _gl(per_token=_clip_by_sign, select_inputs=True, multiply=False, reduce=None):
     def grpo_loss(logprobs, old_logprobs, advantages, mask, clip_eps=0.2, normalization="sequence", max_length=None):
-        lp, old, adv = _up(logprobs), _up(old_logprobs).detach(), _up(advantages).detach()[:, None]
+        lp, old, adv = upcast(logprobs), upcast(old_logprobs).detach(), upcast(advantages).detach()[:, None]
         if select_inputs:
             lp, old = torch.where(mask, lp, 0.0), torch.where(mask, old, 0.0)
         per = per_token(lp - old, adv, clip_eps)
@@ -501,9 +475,9 @@ gl_by_where_and_indexing = _gl(per_token=_clip_by_where, reduce=_by_indexing)
 
 
 def gl_exp_over_exp(logprobs, old_logprobs, advantages, mask, clip_eps=0.2, normalization="sequence", max_length=None):
-    lp, old = _up(logprobs), _up(old_logprobs).detach()
+    lp, old = upcast(logprobs), upcast(old_logprobs).detach()
     lp, old = torch.where(mask, lp, 0.0), torch.where(mask, old, 0.0)
-    adv = _up(advantages).detach()[:, None]
+    adv = upcast(advantages).detach()[:, None]
     rho = torch.exp(lp) / torch.exp(old)
     losses = torch.where(mask, _naive(rho, adv, clip_eps), 0.0)
     return _reduce_grpo(losses, mask, normalization, max_length)
@@ -511,7 +485,7 @@ def gl_exp_over_exp(logprobs, old_logprobs, advantages, mask, clip_eps=0.2, norm
 
 def gl_on_a_loop_over_responses(logprobs, old_logprobs, advantages, mask, clip_eps=0.2, normalization="sequence",
                                 max_length=None):
-    lp, old, adv = _up(logprobs), _up(old_logprobs).detach(), _up(advantages).detach()
+    lp, old, adv = upcast(logprobs), upcast(old_logprobs).detach(), upcast(advantages).detach()
     B, T = lp.shape
     sums, kept = [], []
     for b in range(B):
@@ -532,7 +506,7 @@ def gl_on_a_loop_over_responses(logprobs, old_logprobs, advantages, mask, clip_e
 
 def _vl(combine=torch.maximum, half=0.5, reduce="mean", clip_around="old", detach=True):
     def ppo_value_loss(values, old_values, returns, clip_eps=0.2):
-        v, old, ret = _up(values), _up(old_values), _up(returns)
+        v, old, ret = upcast(values), upcast(old_values), upcast(returns)
         if detach:
             old, ret = old.detach(), ret.detach()
         centre = old if clip_around == "old" else ret
@@ -552,7 +526,7 @@ vl_targets_not_detached = _vl(detach=False)
 
 
 def vl_max_of_the_means(values, old_values, returns, clip_eps=0.2):
-    v, old, ret = _up(values), _up(old_values).detach(), _up(returns).detach()
+    v, old, ret = upcast(values), upcast(old_values).detach(), upcast(returns).detach()
     clipped = old + (v - old).clamp(-clip_eps, clip_eps)
     return 0.5 * torch.maximum(((v - ret) ** 2).mean(), ((clipped - ret) ** 2).mean())
 
@@ -564,7 +538,7 @@ def vl_in_half_precision(values, old_values, returns, clip_eps=0.2):
 
 
 def vl_by_where_and_stack(values, old_values, returns, clip_eps=0.2):
-    v, old, ret = _up(values), _up(old_values).detach(), _up(returns).detach()
+    v, old, ret = upcast(values), upcast(old_values).detach(), upcast(returns).detach()
     clipped = torch.where(v > old + clip_eps, old + clip_eps, torch.where(v < old - clip_eps, old - clip_eps, v))
     both = torch.stack([(v - ret) ** 2, (clipped - ret) ** 2])
     return both.amax(0).sum() / (2 * v.numel()) if v.numel() else both.sum() / 0.0
@@ -574,7 +548,7 @@ def vl_by_where_and_stack(values, old_values, returns, clip_eps=0.2):
 
 def _gae(step, returns_from="advantages"):
     def gae(rewards, values, gamma=1.0, lam=0.95):
-        r, v = _up(rewards).detach(), _up(values).detach()
+        r, v = upcast(rewards).detach(), upcast(values).detach()
         deltas = r + gamma * v[:, 1:] - v[:, :-1]
         advantages, running = torch.zeros_like(deltas), r.new_zeros(r.shape[0])
         for t in reversed(range(r.shape[1])):
@@ -593,13 +567,13 @@ gae_returns_from_the_next_value = _gae(lambda delta, running, gamma, lam, r: del
 
 
 def gae_no_bootstrap(rewards, values, gamma=1.0, lam=0.95):
-    v = _up(values).detach().clone()
+    v = upcast(values).detach().clone()
     v[:, -1] = 0.0                                   # the last value dropped: every episode taken as finished
     return _gae(lambda delta, running, gamma, lam, r: delta + gamma * lam * running)(rewards, v, gamma, lam)
 
 
 def gae_off_by_one(rewards, values, gamma=1.0, lam=0.95):
-    r, v = _up(rewards).detach(), _up(values).detach()
+    r, v = upcast(rewards).detach(), upcast(values).detach()
     deltas = r + gamma * v[:, :-1] - v[:, 1:]        # V_t and V_{t+1} swapped
     advantages, running = torch.zeros_like(deltas), r.new_zeros(r.shape[0])
     for t in reversed(range(r.shape[1])):
@@ -609,7 +583,7 @@ def gae_off_by_one(rewards, values, gamma=1.0, lam=0.95):
 
 
 def gae_forward_recursion(rewards, values, gamma=1.0, lam=0.95):
-    r, v = _up(rewards).detach(), _up(values).detach()
+    r, v = upcast(rewards).detach(), upcast(values).detach()
     deltas = r + gamma * v[:, 1:] - v[:, :-1]
     advantages, running = torch.zeros_like(deltas), r.new_zeros(r.shape[0])
     for t in range(r.shape[1]):
@@ -619,7 +593,7 @@ def gae_forward_recursion(rewards, values, gamma=1.0, lam=0.95):
 
 
 def gae_monte_carlo_returns(rewards, values, gamma=1.0, lam=0.95):
-    r, v = _up(rewards).detach(), _up(values).detach()
+    r, v = upcast(rewards).detach(), upcast(values).detach()
     advantages, _ = _gae(lambda delta, running, gamma, lam, rt: delta + gamma * lam * running)(r, v, gamma, lam)
     returns, running = torch.zeros_like(r), v[:, -1]
     for t in reversed(range(r.shape[1])):
@@ -629,7 +603,7 @@ def gae_monte_carlo_returns(rewards, values, gamma=1.0, lam=0.95):
 
 
 def gae_keeps_the_graph(rewards, values, gamma=1.0, lam=0.95):
-    r, v = _up(rewards), _up(values)
+    r, v = upcast(rewards), upcast(values)
     deltas = r + gamma * v[:, 1:] - v[:, :-1]
     advantages, running = torch.zeros_like(deltas), deltas.new_zeros(deltas.shape[0])
     for t in reversed(range(r.shape[1])):
@@ -649,7 +623,7 @@ def gae_in_half_precision(rewards, values, gamma=1.0, lam=0.95):
 
 
 def gae_by_a_matrix_of_powers(rewards, values, gamma=1.0, lam=0.95):
-    r, v = _up(rewards).detach(), _up(values).detach()
+    r, v = upcast(rewards).detach(), upcast(values).detach()
     deltas = r + gamma * v[:, 1:] - v[:, :-1]
     T = r.shape[1]
     steps = torch.arange(T)
@@ -670,7 +644,7 @@ def _k3_series(x):
 
 def _kl(k3=_k3_series, sign=1.0, k2_half=True, order=(0, 1, 2), detach=True, masked=True, up=True):
     def kl_estimators(logprobs, ref_logprobs):
-        lp, ref = (_up(logprobs), _up(ref_logprobs)) if up else (logprobs, ref_logprobs)
+        lp, ref = (upcast(logprobs), upcast(ref_logprobs)) if up else (logprobs, ref_logprobs)
         ref = ref.detach() if detach else ref
         d = sign * (ref - lp)
         x = torch.where(torch.isneginf(lp) & torch.isneginf(ref), 0.0, d) if masked else d
@@ -697,7 +671,7 @@ def kl_k1_sign_flipped(logprobs, ref_logprobs):
 
 
 def kl_series_to_x12_below_a_quarter(logprobs, ref_logprobs):
-    lp, ref = _up(logprobs), _up(ref_logprobs).detach()
+    lp, ref = upcast(logprobs), upcast(ref_logprobs).detach()
     x = torch.where(torch.isneginf(lp) & torch.isneginf(ref), 0.0, ref - lp)
     small = x.abs() < 0.25
     xs = torch.where(small, x, 0.0)
@@ -709,7 +683,7 @@ def kl_series_to_x12_below_a_quarter(logprobs, ref_logprobs):
 
 
 def kl_k3_in_float64(logprobs, ref_logprobs):
-    lp, ref = _up(logprobs), _up(ref_logprobs).detach()
+    lp, ref = upcast(logprobs), upcast(ref_logprobs).detach()
     x = torch.where(torch.isneginf(lp) & torch.isneginf(ref), 0.0, ref - lp)
     wide = x.double()
     small = wide.abs() < 1e-3                    # float64 cancels too, but only below 1e-3 does it matter at rtol 1e-5

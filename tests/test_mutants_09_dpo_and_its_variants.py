@@ -2,35 +2,15 @@
 import torch
 import torch.nn.functional as F
 
-from mutants import Exercise, mutant_tests
+from mutants import Exercise, mutant_tests, neg_log_sigmoid, neg_log_sigmoid_clamped, upcast
 
 ASSIGNMENT = "09_dpo_and_its_variants"
-
-
-# ------------------------------------------------------------------ shared pieces (elementary torch only)
-
-def _up(x):
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
-
-
-def _nls(t):
-    """-log sigmoid(t), stable: one smooth branch per sign, selected, each fed t on its own side (so the gradient is
-    right at t = 0 too, and the branch not taken cannot overflow)."""
-    up = t >= 0
-    t_pos, t_neg = torch.where(up, t, 0.0), torch.where(up, 0.0, t)
-    return torch.where(up, torch.log1p(torch.exp(-t_pos)), -t_neg + torch.log1p(torch.exp(t_neg)))
-
-
-def _max_and_abs(t):
-    """-log sigmoid(t) as max(-t, 0) + log1p(exp(-|t|)): right values, but autograd's gradient at t = 0 is -1, not
-    -1/2 (it differentiates max and |t| apart at their shared kink)."""
-    return torch.clamp(-t, min=0) + torch.log1p(torch.exp(-t.abs()))
 
 
 # ------------------------------------------------------------------ sequence_logprobs
 
 def _token_logps(logits, tokens):
-    return _up(logits)[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    return upcast(logits)[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
 
 
 def sl_prompt_counted(logits, tokens, response_mask):
@@ -52,7 +32,7 @@ def sl_mask_off_by_one(logits, tokens, response_mask):
 
 
 def sl_no_shift(logits, tokens, response_mask):
-    log_p = _up(logits).log_softmax(-1).gather(-1, tokens[..., None]).squeeze(-1)
+    log_p = upcast(logits).log_softmax(-1).gather(-1, tokens[..., None]).squeeze(-1)
     return (log_p * response_mask).sum(-1)
 
 
@@ -62,12 +42,12 @@ def sl_averaged(logits, tokens, response_mask):
 
 
 def sl_log_of_softmax(logits, tokens, response_mask):
-    p = torch.softmax(_up(logits)[:, :-1], -1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    p = torch.softmax(upcast(logits)[:, :-1], -1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
     return torch.where(response_mask[:, 1:], torch.log(p), torch.zeros_like(p)).sum(-1)
 
 
 def sl_calls_cross_entropy(logits, tokens, response_mask):
-    nll = F.cross_entropy(_up(logits)[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
+    nll = F.cross_entropy(upcast(logits)[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
     return -(nll * response_mask[:, 1:]).sum(-1)
 
 
@@ -80,26 +60,26 @@ def sl_multiplies_by_the_mask(logits, tokens, response_mask):
 
 
 def sl_shift_by_roll(logits, tokens, response_mask):
-    log_p = _up(logits).log_softmax(-1).gather(-1, tokens.roll(-1, 1)[..., None]).squeeze(-1)
+    log_p = upcast(logits).log_softmax(-1).gather(-1, tokens.roll(-1, 1)[..., None]).squeeze(-1)
     counted = response_mask.roll(-1, 1)          # wraps m[:, 0] round: the last logit "predicts" token 0
     return torch.where(counted, log_p, torch.zeros_like(log_p)).sum(-1)
 
 
 def sl_stacks_positions(logits, tokens, response_mask):
-    z = _up(logits)
+    z = upcast(logits)
     log_p = torch.stack([z[:, t].log_softmax(-1).gather(-1, tokens[:, t + 1, None]).squeeze(-1)
                          for t in range(z.shape[1] - 1)], 1)          # stack of nothing: an error for T = 1
     return torch.where(response_mask[:, 1:], log_p, torch.zeros_like(log_p)).sum(-1)
 
 
 def sl_logsumexp_by_hand(logits, tokens, response_mask):
-    z = _up(logits)[:, :-1]
+    z = upcast(logits)[:, :-1]
     picked = z.gather(-1, tokens[:, 1:, None]).squeeze(-1) - torch.logsumexp(z, -1)
     return picked.masked_fill(~response_mask[:, 1:], 0.0).sum(-1)
 
 
 def sl_loop_over_positions(logits, tokens, response_mask):
-    z = _up(logits)
+    z = upcast(logits)
     total = torch.zeros(z.shape[0], dtype=z.dtype)
     for t in range(z.shape[1] - 1):
         lp = z[:, t].log_softmax(-1).gather(-1, tokens[:, t + 1, None]).squeeze(-1)
@@ -110,11 +90,11 @@ def sl_loop_over_positions(logits, tokens, response_mask):
 # ------------------------------------------------------------------ dpo_loss
 
 def _dpo(pc, pr, rc, rr, beta, eps=0.0, reference_free=False, h_fn=None, detach=True, reward_beta=True):
-    pc, pr, rc, rr = map(_up, (pc, pr, rc, rr))
+    pc, pr, rc, rr = map(upcast, (pc, pr, rc, rr))
     if reference_free:
         rc, rr = torch.zeros_like(rc), torch.zeros_like(rr)
     h = (pc - pr) - (rc - rr) if h_fn is None else h_fn(pc, pr, rc, rr)
-    losses = (1 - eps) * _nls(beta * h) + eps * _nls(-beta * h)
+    losses = (1 - eps) * neg_log_sigmoid(beta * h) + eps * neg_log_sigmoid(-beta * h)
     b = beta if reward_beta else 1.0
     chosen, rejected = b * (pc - rc), b * (pr - rr)
     return losses, (chosen.detach() if detach else chosen), (rejected.detach() if detach else rejected)
@@ -154,7 +134,7 @@ def dpo_ignores_reference_free(pc, pr, rc, rr, beta, label_smoothing=0.0, refere
 
 
 def dpo_log_of_sigmoid(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_free=False):
-    pc, pr, rc, rr = map(_up, (pc, pr, rc, rr))
+    pc, pr, rc, rr = map(upcast, (pc, pr, rc, rr))
     if reference_free:
         rc, rr = torch.zeros_like(rc), torch.zeros_like(rr)
     t = beta * ((pc - pr) - (rc - rr))
@@ -163,11 +143,11 @@ def dpo_log_of_sigmoid(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_free
 
 
 def dpo_max_and_abs_through_autograd(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_free=False):
-    pc, pr, rc, rr = map(_up, (pc, pr, rc, rr))
+    pc, pr, rc, rr = map(upcast, (pc, pr, rc, rr))
     if reference_free:
         rc, rr = torch.zeros_like(rc), torch.zeros_like(rr)
     t = beta * ((pc - pr) - (rc - rr))
-    losses = (1 - label_smoothing) * _max_and_abs(t) + label_smoothing * _max_and_abs(-t)
+    losses = (1 - label_smoothing) * neg_log_sigmoid_clamped(t) + label_smoothing * neg_log_sigmoid_clamped(-t)
     return losses, (beta * (pc - rc)).detach(), (beta * (pr - rr)).detach()
 
 
@@ -177,7 +157,7 @@ def dpo_mean_loss(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_free=Fals
 
 
 def dpo_calls_logsigmoid(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_free=False):
-    pc, pr, rc, rr = map(_up, (pc, pr, rc, rr))
+    pc, pr, rc, rr = map(upcast, (pc, pr, rc, rr))
     if reference_free:
         rc, rr = torch.zeros_like(rc), torch.zeros_like(rr)
     t = beta * ((pc - pr) - (rc - rr))
@@ -186,17 +166,17 @@ def dpo_calls_logsigmoid(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_fr
 
 
 def dpo_via_rewards(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_free=False):
-    pc, pr, rc, rr = map(_up, (pc, pr, rc, rr))
+    pc, pr, rc, rr = map(upcast, (pc, pr, rc, rr))
     zero = torch.zeros_like(rc)
     chosen = beta * (pc - (zero if reference_free else rc))
     rejected = beta * (pr - (zero if reference_free else rr))
     margin = chosen - rejected
-    losses = (1 - label_smoothing) * _nls(margin) + label_smoothing * _nls(-margin)
+    losses = (1 - label_smoothing) * neg_log_sigmoid(margin) + label_smoothing * neg_log_sigmoid(-margin)
     return losses, chosen.detach(), rejected.detach()
 
 
 def dpo_in_float64(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_free=False):
-    dtype = _up(pc).dtype
+    dtype = upcast(pc).dtype
     out = _dpo(pc.double(), pr.double(), rc.double(), rr.double(), beta, label_smoothing, reference_free)
     return tuple(x.to(dtype) for x in out)
 
@@ -204,7 +184,7 @@ def dpo_in_float64(pc, pr, rc, rr, beta, label_smoothing=0.0, reference_free=Fal
 # ------------------------------------------------------------------ ipo_loss
 
 def _h(pc, pr, rc, rr):
-    pc, pr, rc, rr = map(_up, (pc, pr, rc, rr))
+    pc, pr, rc, rr = map(upcast, (pc, pr, rc, rr))
     return (pc - pr) - (rc - rr)
 
 
@@ -233,7 +213,7 @@ def ipo_mean(pc, pr, rc, rr, beta):
 
 
 def ipo_reference_dropped(pc, pr, rc, rr, beta):
-    return ((_up(pc) - _up(pr)) - 1 / (2 * beta)) ** 2
+    return ((upcast(pc) - upcast(pr)) - 1 / (2 * beta)) ** 2
 
 
 def ipo_expanded_square(pc, pr, rc, rr, beta):
@@ -242,7 +222,7 @@ def ipo_expanded_square(pc, pr, rc, rr, beta):
 
 
 def ipo_via_log_ratios(pc, pr, rc, rr, beta):
-    chosen, rejected = _up(pc) - _up(rc), _up(pr) - _up(rr)
+    chosen, rejected = upcast(pc) - upcast(rc), upcast(pr) - upcast(rr)
     return torch.square(chosen - rejected - 1.0 / (2.0 * beta))
 
 
@@ -260,7 +240,7 @@ def _pair(model, batch):
 
 
 def _h_loss(pc, pr, rc, rr, beta):
-    return _nls(beta * ((pc - pr) - (rc - rr)))
+    return neg_log_sigmoid(beta * ((pc - pr) - (rc - rr)))
 
 
 def _step(loss, optimizer, zero=True):
@@ -360,20 +340,20 @@ def step_detached_reference(policy, reference, batch, optimizer, beta):
 # ------------------------------------------------------------------ simpo_loss
 
 def _averages(pc, pr, nc, nr):
-    pc, pr = _up(pc), _up(pr)
+    pc, pr = upcast(pc), upcast(pr)
     return pc / nc.to(pc.dtype), pr / nr.to(pr.dtype)
 
 
 def _simpo(a_c, a_r, beta, gamma, eps, t=None, reward_c=None, reward_r=None, detach=True):
     t = beta * (a_c - a_r) - gamma if t is None else t
-    losses = (1 - eps) * _nls(t) + eps * _nls(-t)
+    losses = (1 - eps) * neg_log_sigmoid(t) + eps * neg_log_sigmoid(-t)
     chosen = beta * a_c if reward_c is None else reward_c
     rejected = beta * a_r if reward_r is None else reward_r
     return losses, (chosen.detach() if detach else chosen), (rejected.detach() if detach else rejected)
 
 
 def simpo_summed_not_averaged(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
-    return _simpo(_up(pc), _up(pr), beta, gamma, label_smoothing)
+    return _simpo(upcast(pc), upcast(pr), beta, gamma, label_smoothing)
 
 
 def simpo_lengths_swapped(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
@@ -382,7 +362,7 @@ def simpo_lengths_swapped(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
 
 def simpo_batch_mean_length(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
     n = torch.cat([nc.reshape(-1), nr.reshape(-1)]).double().mean()          # one length for every response
-    return _simpo(_up(pc) / n, _up(pr) / n, beta, gamma, label_smoothing)
+    return _simpo(upcast(pc) / n, upcast(pr) / n, beta, gamma, label_smoothing)
 
 
 def simpo_gamma_times_beta(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
@@ -404,8 +384,8 @@ def simpo_rewards_not_detached(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0)
 
 
 def simpo_rewards_from_sums(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
-    return _simpo(*_averages(pc, pr, nc, nr), beta, gamma, label_smoothing, reward_c=beta * _up(pc),
-                  reward_r=beta * _up(pr))
+    return _simpo(*_averages(pc, pr, nc, nr), beta, gamma, label_smoothing, reward_c=beta * upcast(pc),
+                  reward_r=beta * upcast(pr))
 
 
 def simpo_smoothing_on_the_wrong_term(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
@@ -422,7 +402,7 @@ def simpo_log_of_sigmoid(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
 def simpo_max_and_abs_through_autograd(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
     a_c, a_r = _averages(pc, pr, nc, nr)
     t = beta * (a_c - a_r) - gamma
-    losses = (1 - label_smoothing) * _max_and_abs(t) + label_smoothing * _max_and_abs(-t)
+    losses = (1 - label_smoothing) * neg_log_sigmoid_clamped(t) + label_smoothing * neg_log_sigmoid_clamped(-t)
     return losses, (beta * a_c).detach(), (beta * a_r).detach()
 
 
@@ -449,7 +429,7 @@ def simpo_via_dpo_on_averages(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
 
 
 def simpo_in_float64(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
-    dtype = _up(pc).dtype
+    dtype = upcast(pc).dtype
     a_c, a_r = pc.double() / nc.double(), pr.double() / nr.double()
     return tuple(x.to(dtype) for x in _simpo(a_c, a_r, beta, gamma, label_smoothing))
 
@@ -458,17 +438,17 @@ def simpo_in_float64(pc, pr, nc, nr, beta, gamma, label_smoothing=0.0):
 
 def _z0(z0, pk, rk, clamp=True, detach=True, matched=None):
     if z0 is None:
-        diff = _up(pk) - _up(rk) if matched is None else matched
+        diff = upcast(pk) - upcast(rk) if matched is None else matched
         z0 = diff.mean().clamp(min=0) if clamp else diff.mean()
     elif isinstance(z0, torch.Tensor):
-        z0 = _up(z0)
+        z0 = upcast(z0)
     else:
         return z0
     return z0.detach() if detach else z0
 
 
 def _kto(pl, rl, desirable, beta, z0, w_d, w_u, gain=None, loss=None):
-    r = _up(pl) - _up(rl)
+    r = upcast(pl) - upcast(rl)
     gain = w_d * (1 - torch.sigmoid(beta * (r - z0))) if gain is None else gain(r)
     loss = w_u * (1 - torch.sigmoid(beta * (z0 - r))) if loss is None else loss(r)
     return torch.where(desirable, gain, loss)
@@ -505,7 +485,7 @@ def kto_reference_point_not_clamped(pl, rl, desirable, beta, z0=None, policy_kl_
 
 def kto_each_log_ratio_clamped(pl, rl, desirable, beta, z0=None, policy_kl_logps=None, ref_kl_logps=None,
                                desirable_weight=1.0, undesirable_weight=1.0):
-    matched = None if z0 is not None else (_up(policy_kl_logps) - _up(ref_kl_logps)).clamp(min=0)
+    matched = None if z0 is not None else (upcast(policy_kl_logps) - upcast(ref_kl_logps)).clamp(min=0)
     z = _z0(z0, policy_kl_logps, ref_kl_logps, matched=matched)
     return _kto(pl, rl, desirable, beta, z, desirable_weight, undesirable_weight)
 
@@ -518,7 +498,7 @@ def kto_reference_point_not_detached(pl, rl, desirable, beta, z0=None, policy_kl
 
 def kto_reference_point_from_the_batch_itself(pl, rl, desirable, beta, z0=None, policy_kl_logps=None,
                                               ref_kl_logps=None, desirable_weight=1.0, undesirable_weight=1.0):
-    matched = None if z0 is not None else _up(pl) - _up(rl)          # the examples' own log-ratios, not mismatched
+    matched = None if z0 is not None else upcast(pl) - upcast(rl)     # the examples' own log-ratios, not mismatched
     z = _z0(z0, policy_kl_logps, ref_kl_logps, matched=matched)
     return _kto(pl, rl, desirable, beta, z, desirable_weight, undesirable_weight)
 
@@ -535,8 +515,8 @@ def kto_log_loss(pl, rl, desirable, beta, z0=None, policy_kl_logps=None, ref_kl_
                  desirable_weight=1.0, undesirable_weight=1.0):
     z = _z0(z0, policy_kl_logps, ref_kl_logps)
     return _kto(pl, rl, desirable, beta, z, desirable_weight, undesirable_weight,
-                gain=lambda r: desirable_weight * _nls(beta * (r - z)),
-                loss=lambda r: undesirable_weight * _nls(beta * (z - r)))
+                gain=lambda r: desirable_weight * neg_log_sigmoid(beta * (r - z)),
+                loss=lambda r: undesirable_weight * neg_log_sigmoid(beta * (z - r)))
 
 
 def kto_mean_loss(pl, rl, desirable, beta, z0=None, policy_kl_logps=None, ref_kl_logps=None,
@@ -568,14 +548,14 @@ def kto_sigmoid_of_the_negation(pl, rl, desirable, beta, z0=None, policy_kl_logp
 def kto_multiplies_by_the_labels(pl, rl, desirable, beta, z0=None, policy_kl_logps=None, ref_kl_logps=None,
                                  desirable_weight=1.0, undesirable_weight=1.0):
     z = _z0(z0, policy_kl_logps, ref_kl_logps)
-    r, d = _up(pl) - _up(rl), desirable.to(_up(pl).dtype)
+    r, d = upcast(pl) - upcast(rl), desirable.to(upcast(pl).dtype)
     return (d * desirable_weight * (1 - torch.sigmoid(beta * (r - z)))
             + (1 - d) * undesirable_weight * (1 - torch.sigmoid(beta * (z - r))))
 
 
 def kto_in_float64(pl, rl, desirable, beta, z0=None, policy_kl_logps=None, ref_kl_logps=None,
                    desirable_weight=1.0, undesirable_weight=1.0):
-    dtype = _up(pl).dtype
+    dtype = upcast(pl).dtype
     z = _z0(z0, None if policy_kl_logps is None else policy_kl_logps.double(),
             None if ref_kl_logps is None else ref_kl_logps.double())
     z = z.double() if isinstance(z, torch.Tensor) else z
@@ -590,7 +570,7 @@ def _log1m_exp(a):
                        torch.log1p(-torch.exp(torch.where(near, -1.0, a))))
 
 
-def _orpo(a_c, a_r, lam, log1m_exp=_log1m_exp, nls=_nls, sft=None, detach=True):
+def _orpo(a_c, a_r, lam, log1m_exp=_log1m_exp, nls=neg_log_sigmoid, sft=None, detach=True):
     d = (a_c - log1m_exp(a_c)) - (a_r - log1m_exp(a_r))
     losses = (-a_c if sft is None else sft) + lam * nls(d)
     return losses, (d.detach() if detach else d)
@@ -611,18 +591,18 @@ def orpo_naive_odds(pc, pr, nc, nr, lam):
     a_c, a_r = _averages(pc, pr, nc, nr)
     p_c, p_r = torch.exp(a_c), torch.exp(a_r)
     d = torch.log(p_c / (1 - p_c)) - torch.log(p_r / (1 - p_r))
-    return -a_c + lam * _nls(d), d.detach()
+    return -a_c + lam * neg_log_sigmoid(d), d.detach()
 
 
 def orpo_odds_of_the_sums(pc, pr, nc, nr, lam):
     a_c, a_r = _averages(pc, pr, nc, nr)
-    pc, pr = _up(pc), _up(pr)
+    pc, pr = upcast(pc), upcast(pr)
     d = (pc - _log1m_exp(pc)) - (pr - _log1m_exp(pr))
-    return -a_c + lam * _nls(d), d.detach()
+    return -a_c + lam * neg_log_sigmoid(d), d.detach()
 
 
 def orpo_summed_sft(pc, pr, nc, nr, lam):
-    return _orpo(*_averages(pc, pr, nc, nr), lam, sft=-_up(pc))
+    return _orpo(*_averages(pc, pr, nc, nr), lam, sft=-upcast(pc))
 
 
 def orpo_no_sft(pc, pr, nc, nr, lam):
@@ -642,7 +622,7 @@ def orpo_probability_ratio(pc, pr, nc, nr, lam):
 
 
 def orpo_sign_of_the_odds_term(pc, pr, nc, nr, lam):
-    return _orpo(*_averages(pc, pr, nc, nr), lam, nls=lambda d: -_nls(d))
+    return _orpo(*_averages(pc, pr, nc, nr), lam, nls=lambda d: -neg_log_sigmoid(d))
 
 
 def orpo_lengths_swapped(pc, pr, nc, nr, lam):
@@ -650,7 +630,7 @@ def orpo_lengths_swapped(pc, pr, nc, nr, lam):
 
 
 def orpo_max_and_abs_through_autograd(pc, pr, nc, nr, lam):
-    return _orpo(*_averages(pc, pr, nc, nr), lam, nls=_max_and_abs)
+    return _orpo(*_averages(pc, pr, nc, nr), lam, nls=neg_log_sigmoid_clamped)
 
 
 def orpo_log_odds_not_detached(pc, pr, nc, nr, lam):
@@ -670,11 +650,11 @@ def orpo_log_odds_as_a_difference_of_logs(pc, pr, nc, nr, lam):
     a_c, a_r = _averages(pc, pr, nc, nr)
     # log odds_c - log odds_r = (a_c - a_r) - (log(1 - p_c) - log(1 - p_r))
     d = (a_c - a_r) - (_log1m_exp(a_c) - _log1m_exp(a_r))
-    return -a_c + lam * _nls(d), d.detach()
+    return -a_c + lam * neg_log_sigmoid(d), d.detach()
 
 
 def orpo_in_float64(pc, pr, nc, nr, lam):
-    dtype = _up(pc).dtype
+    dtype = upcast(pc).dtype
     out = _orpo(pc.double() / nc.double(), pr.double() / nr.double(), lam)
     return tuple(x.to(dtype) for x in out)
 
