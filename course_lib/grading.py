@@ -379,7 +379,7 @@ def check_against_reference(student_fn, reference_fn, cases, *, hint="", rtol=1e
         want = reference_fn(*ref_args, **ref_kwargs)
         _check_kind(got, want, call=call)
         check_close(got, want, call=call, hint=hint, rtol=rtol, atol=atol)
-        _check_dtype(got, reference_fn, args, kwargs, call=call, exact=same_dtype)
+        _check_dtype(got, want, reference_fn, args, kwargs, call=call, exact=same_dtype)
         if leaves:
             _check_gradients(got, leaves, want, theirs, name=name, call=call, rtol=rtol, hint=hint,
                              temperature=kwargs.get("temperature", 1.0), at_zero=differentiable_at_zero)
@@ -431,11 +431,14 @@ def _check_kind(got, want, *, call):
               "alive holds every activation it was computed from")
 
 
-def _check_dtype(got, reference_fn, args, kwargs, *, call, exact=False):
+def _check_dtype(got, want, reference_fn, args, kwargs, *, call, exact=False):
     """The floating dtype the reference returns for these very inputs (not its float64 copies), output by output;
-    float64 is accepted too, unless `exact` (a float64 copy of float32 logits doubles their memory). (Not under
-    no_grad: a reference may differentiate inside.)"""
-    want = reference_fn(*map(_clone, args), **{k: _clone(v) for k, v in kwargs.items()})
+    float64 is accepted too, unless `exact` (a float64 copy of float32 logits doubles their memory). `want` is the
+    reference's result on the float64 copies: where no input is of another floating dtype, those copies are the
+    inputs, and the reference is not called again. (Not under no_grad: a reference may differentiate inside.)"""
+    values = list(args) + list(kwargs.values())
+    if any(isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != torch.float64 for v in values):
+        want = reference_fn(*map(_clone, args), **{k: _clone(v) for k, v in kwargs.items()})
     pairs = zip(got, want) if isinstance(want, tuple) and isinstance(got, (tuple, list)) else [(got, want)]
     for i, (g, w) in enumerate(pairs):
         floating = all(isinstance(t, torch.Tensor) and t.is_floating_point() for t in (g, w))
