@@ -20,6 +20,8 @@ One module per concept, each one hop from its notebook and its tests:
 - ``dpo``             notebook 09: response log-probs, DPO (conservative, reference-free), IPO, SimPO, KTO, ORPO
 - ``triton_cross_entropy``  notebook 10: a Triton cross-entropy kernel (online log-sum-exp, gradient in place)
 - ``fused_linear_cross_entropy``  notebook 10: loss(h @ W.T, y) in token chunks, never building the logits
+- ``logit_stabilizers``  notebook 10: PaLM's z-loss and Gemma 2's logit soft-capping, each with its gradient by hand
+- ``vocab_parallel``  notebook 10: cross-entropy over vocabulary shards, merged from per-shard (max, sum) pairs
 - ``memory_budget``   notebook 10: PeakMemory (bytes a block keeps alive, counted exactly), chunk size for a budget
 - ``corpus``          notebook 10: the tiny-shakespeare loader (path, env var or a verified download)
 - ``grading``         the helpers every notebook test cell uses

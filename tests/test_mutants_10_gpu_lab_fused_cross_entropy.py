@@ -447,6 +447,285 @@ def budget_by_floor(n_tokens, vocab_size, budget_bytes, bytes_per_element=4, buf
     return int(min(rows, n_tokens))
 
 
+# ------------------------------------------------------------------ z_loss_cross_entropy and softcapped_cross_entropy
+
+def _rows(logits, targets, ignore_index, dtype=None, select=True):
+    """(z in float32 or better, ignored rows set to 0 unless select is False; safe targets; keep; count)."""
+    acc = dtype or torch.promote_types(logits.dtype, torch.float32)
+    keep = targets != ignore_index
+    z = logits.to(acc)
+    if select:
+        z = torch.where(keep[:, None], z, 0.0)
+    return z, torch.where(keep, targets, 0).long(), keep, keep.sum()
+
+
+def _lse(z, subtract_max=True):
+    if not subtract_max:
+        return z.exp().sum(1).log()
+    m = z.amax(1, keepdim=True)
+    return (m + (z - m).exp().sum(1, keepdim=True).log()).squeeze(1)
+
+
+def _onehot(y, V, dtype):
+    return (y[:, None] == torch.arange(V)).to(dtype)
+
+
+def _z_loss(bug):
+    def z_loss_cross_entropy(logits, targets, z_loss=1e-4, ignore_index=-100):
+        dtype = logits.dtype if bug == "in the input dtype" else torch.float64 if bug == "float64" else None
+        z, y, keep, count = _rows(logits, targets, ignore_index, dtype, select=bug != "mask multiplied")
+        lse = _lse(z, subtract_max=bug != "no max subtraction")
+        ce = lse - z.gather(1, y[:, None]).squeeze(1)
+        penalty = z_loss * lse ** 2
+        factor = 1 + 2 * z_loss * lse
+        if bug == "factor 2 missing":
+            factor = 1 + z_loss * lse
+        elif bug == "lse missing from the factor":
+            factor = (1 + 2 * z_loss) * torch.ones_like(lse)
+        p = (z - lse[:, None]).exp()
+        scale = 1 / count.clamp(min=1)
+        if bug == "square of the mean lse":
+            mean_lse = torch.where(keep, lse, 0.0).sum() / count.clamp(min=1)
+            loss = torch.where(keep, ce, 0.0).sum() / count + z_loss * mean_lse ** 2
+            grad = (p * (1 + 2 * z_loss * mean_lse) - _onehot(y, z.shape[1], z.dtype)) * scale
+            return loss, torch.where(keep[:, None], grad, 0.0)
+        if bug == "z-loss on ignored rows too":
+            loss = (torch.where(keep, ce, 0.0).sum() + penalty.sum()) / count
+            grad = torch.where(keep[:, None], p * factor[:, None] - _onehot(y, z.shape[1], z.dtype),
+                               p * (2 * z_loss * lse)[:, None]) * scale
+            return loss, grad
+        if bug == "z-loss over N, not N_valid":
+            loss = torch.where(keep, ce, 0.0).sum() / count + torch.where(keep, penalty, 0.0).sum() / max(len(y), 1)
+            grad = p * (1 / count.clamp(min=1) + 2 * z_loss * lse / max(len(y), 1))[:, None] \
+                - _onehot(y, z.shape[1], z.dtype) / count.clamp(min=1)
+            return loss, torch.where(keep[:, None], grad, 0.0)
+        loss = torch.where(keep, ce + penalty, 0.0).sum() / count
+        grad = (p * factor[:, None] - _onehot(y, z.shape[1], z.dtype)) * scale
+        if bug == "mask multiplied":
+            return (ce + penalty).mul(keep).sum() / count, grad * keep[:, None]
+        grad = torch.where(keep[:, None], grad, 0.0)
+        return (loss.to(logits.dtype), grad.to(logits.dtype)) if bug == "in the input dtype" else (loss, grad)
+    return z_loss_cross_entropy
+
+
+def z_loss_softmax_over_sum(logits, targets, z_loss=1e-4, ignore_index=-100):
+    """Right: softmax as exp(z - m) / s, the loss as the mean cross-entropy plus the mean penalty."""
+    z, y, keep, count = _rows(logits, targets, ignore_index)
+    m = z.amax(1, keepdim=True)
+    e = (z - m).exp()
+    s = e.sum(1, keepdim=True)
+    lse = (m + s.log()).squeeze(1)
+    ce = torch.where(keep, lse - z.gather(1, y[:, None]).squeeze(1), 0.0).sum() / count
+    loss = ce + z_loss * torch.where(keep, lse ** 2, 0.0).sum() / count
+    grad = e / s * (1 + 2 * z_loss * lse)[:, None] - _onehot(y, z.shape[1], z.dtype)
+    return loss, torch.where(keep[:, None], grad, 0.0) / count.clamp(min=1)
+
+
+def z_loss_by_autograd(logits, targets, z_loss=1e-4, ignore_index=-100):
+    z, y, keep, count = _rows(logits, targets, ignore_index)
+    z = z.detach().requires_grad_(True)
+    lse = _lse(z)
+    loss = torch.where(keep, lse - z.gather(1, y[:, None]).squeeze(1) + z_loss * lse ** 2, 0.0).sum() / count
+    (grad,) = torch.autograd.grad(loss, z) if bool(keep.any()) else (torch.zeros_like(z),)
+    return loss.detach(), grad
+
+
+def z_loss_calls_logsumexp(logits, targets, z_loss=1e-4, ignore_index=-100):
+    z, y, keep, count = _rows(logits, targets, ignore_index)
+    lse = torch.logsumexp(z, 1)
+    loss = torch.where(keep, lse - z.gather(1, y[:, None]).squeeze(1) + z_loss * lse ** 2, 0.0).sum() / count
+    grad = (z - lse[:, None]).exp() * (1 + 2 * z_loss * lse)[:, None] - _onehot(y, z.shape[1], z.dtype)
+    return loss, torch.where(keep[:, None], grad, 0.0) / count.clamp(min=1)
+
+
+def _softcap(bug):
+    def softcapped_cross_entropy(logits, targets, cap=30.0, ignore_index=-100):
+        if not (isinstance(cap, (int, float)) and math.isfinite(cap) and cap > 0):
+            raise ValueError("cap must be a finite number > 0")
+        dtype = torch.float64 if bug == "float64" else None
+        z, y, keep, count = _rows(logits, targets, ignore_index, dtype, select=bug != "mask multiplied")
+        if bug == "tanh by its exp formula":
+            e = (2 * z / cap).exp()
+            t = (e - 1) / (e + 1)
+        elif bug == "z not divided by cap":
+            t = torch.tanh(z)
+        else:
+            t = torch.tanh(z / cap)
+        capped = cap * t
+        if bug == "mask kept":
+            capped = torch.where(z == -math.inf, -math.inf, capped)
+        slope = 1 - t * t
+        if bug == "tanh' without the square":
+            slope = 1 - t
+        elif bug == "no tanh' factor":
+            slope = torch.ones_like(t)
+        elif bug == "z not divided by cap":
+            slope = cap * (1 - t * t)
+        elif bug == "slope as 1 / cosh^2":
+            slope = 1 / torch.cosh(z / cap) ** 2
+        elif bug == "slope as (1 - t)(1 + t)":
+            slope = (1 - t) * (1 + t)
+        onehot = _onehot(y, z.shape[1], z.dtype)
+        scale = 1 / count.clamp(min=1)
+        if bug == "cap after the loss":
+            lse = _lse(z)
+            ce = lse - z.gather(1, y[:, None]).squeeze(1)
+            loss = torch.where(keep, cap * torch.tanh(ce / cap), 0.0).sum() / count
+            grad = ((z - lse[:, None]).exp() - onehot) * (1 - torch.tanh(ce / cap) ** 2)[:, None] * scale
+            return loss, torch.where(keep[:, None], grad, 0.0)
+        lse = _lse(capped, subtract_max=bug != "no max subtraction")
+        ce = lse - capped.gather(1, y[:, None]).squeeze(1)
+        if bug == "over N, not N_valid":
+            scale = 1 / max(len(y), 1)
+            loss = torch.where(keep, ce, 0.0).sum() / max(len(y), 1)
+        else:
+            loss = torch.where(keep, ce, 0.0).sum() / count
+        grad = ((capped - lse[:, None]).exp() - onehot) * slope * scale
+        if bug == "mask multiplied":
+            return ce.mul(keep).sum() / count, grad * keep[:, None]
+        return loss, torch.where(keep[:, None], grad, 0.0)
+    return softcapped_cross_entropy
+
+
+def softcap_calls_softmax(logits, targets, cap=30.0, ignore_index=-100):
+    if not (isinstance(cap, (int, float)) and math.isfinite(cap) and cap > 0):
+        raise ValueError("cap must be a finite number > 0")
+    z, y, keep, count = _rows(logits, targets, ignore_index)
+    t = torch.tanh(z / cap)
+    capped = cap * t
+    p = torch.softmax(capped, 1)
+    loss = torch.where(keep, -p.gather(1, y[:, None]).squeeze(1).log(), 0.0).sum() / count
+    grad = (p - _onehot(y, z.shape[1], z.dtype)) * (1 - t * t)
+    return loss, torch.where(keep[:, None], grad, 0.0) / count.clamp(min=1)
+
+
+def softcap_without_validating_cap(logits, targets, cap=30.0, ignore_index=-100):
+    """Right values for a valid cap, but a cap <= 0 goes through (z / 0: nan and inf) instead of raising ValueError."""
+    z, y, keep, count = _rows(logits, targets, ignore_index)
+    t = torch.tanh(z / cap)
+    capped = cap * t
+    lse = _lse(capped)
+    loss = torch.where(keep, lse - capped.gather(1, y[:, None]).squeeze(1), 0.0).sum() / count
+    grad = ((capped - lse[:, None]).exp() - _onehot(y, z.shape[1], z.dtype)) * (1 - t * t)
+    return loss, torch.where(keep[:, None], grad, 0.0) / count.clamp(min=1)
+
+
+# ------------------------------------------------------------------ vocab_parallel_cross_entropy
+
+def _vocab_parallel(bug):
+    def vocab_parallel_cross_entropy(logit_shards, targets, ignore_index=-100):
+        acc = torch.float64 if bug == "float64" else torch.promote_types(logit_shards[0].dtype, torch.float32)
+        keep = targets != ignore_index
+        y = torch.where(keep, targets, 0).long()
+        shards = [torch.where(keep[:, None], s.to(acc), 0.0) for s in logit_shards]
+        widths = [s.shape[1] for s in shards]
+        offsets = [i * widths[0] for i in range(len(shards))] if bug == "equal widths assumed" else \
+            [sum(widths[:i]) for i in range(len(shards))]
+        maxima, sums, parts, local_lse = [], [], [], []
+        for i, (s, o) in enumerate(zip(shards, offsets)):
+            m = s.amax(1)
+            base = m if bug == "no guard for a shard of -inf" else torch.where(m == -math.inf, 0.0, m)
+            sums.append((s - base[:, None]).exp().sum(1))
+            maxima.append(m)
+            local_lse.append(m + sums[-1].log())
+            local = y - o
+            last = s.shape[1] if bug == "ownership end inclusive" else s.shape[1] - 1
+            owns = keep & (local >= 0) & (local <= last)
+            source = shards[0] if bug == "target read from shard 0 at the local index" else s
+            index = torch.where(owns, local, 0).clamp(max=source.shape[1] - 1)
+            if bug == "target from a flattened view":
+                rows = torch.arange(len(y))
+                picked = logit_shards[i].view(-1)[rows * s.shape[1] + index].to(acc)  # the shard as given
+            else:
+                picked = source.gather(1, index[:, None]).squeeze(1)
+            parts.append(torch.where(owns, picked, 0.0))
+        M = torch.stack(maxima).amax(0)
+        if bug == "max of the shards' lse":
+            lse = torch.stack(local_lse).amax(0)
+        elif bug == "sums added without rescaling":
+            lse = M + sum(sums).log()
+        else:
+            lse = M + sum(s * (m - M).exp() for m, s in zip(maxima, sums)).log()
+        count = torch.tensor(len(y)) if bug == "ignored rows counted in the mean" else keep.sum()
+        loss = torch.where(keep, lse - sum(parts), 0.0).sum() / count
+        grads = []
+        for s, o, own_lse in zip(shards, offsets, local_lse):
+            row_lse = own_lse if bug == "gradient softmax over the shard only" else lse
+            g = (s - row_lse[:, None]).exp() - ((y - o)[:, None] == torch.arange(s.shape[1])).to(acc)
+            grads.append(torch.where(keep[:, None], g, 0.0) / count.clamp(min=1))
+        if bug == "zeroes shard 0 in place after":
+            with torch.no_grad():
+                logit_shards[0].zero_()
+        return loss, grads
+    return vocab_parallel_cross_entropy
+
+
+def vocab_parallel_online_over_shards(logit_shards, targets, ignore_index=-100):
+    """Right: Exercise 1's running (m, s) carried from shard to shard, as a ring would pass it."""
+    acc = torch.promote_types(logit_shards[0].dtype, torch.float32)
+    keep = targets != ignore_index
+    y = torch.where(keep, targets, 0).long()
+    m = torch.full((len(y),), -3.0e38, dtype=acc)
+    s = torch.zeros(len(y), dtype=acc)
+    z_y = torch.zeros(len(y), dtype=acc)
+    start = 0
+    for shard in logit_shards:
+        z = torch.where(keep[:, None], shard.to(acc), 0.0)
+        m_new = torch.maximum(m, z.amax(1))
+        s = s * (m - m_new).exp() + (z - m_new[:, None]).exp().sum(1)
+        m = m_new
+        inside = (y >= start) & (y < start + z.shape[1])
+        z_y = z_y + torch.where(inside, z.gather(1, (y - start).clamp(0, z.shape[1] - 1)[:, None]).squeeze(1), 0.0)
+        start += z.shape[1]
+    lse = m + s.log()
+    count = keep.sum()
+    loss = torch.where(keep, lse - z_y, 0.0).sum() / count
+    grads, start = [], 0
+    for shard in logit_shards:
+        z = torch.where(keep[:, None], shard.to(acc), 0.0)
+        g = (z - lse[:, None]).exp() - ((y - start)[:, None] == torch.arange(z.shape[1])).to(acc)
+        grads.append(torch.where(keep[:, None], g, 0.0) / count.clamp(min=1))
+        start += z.shape[1]
+    return loss, tuple(grads)
+
+
+def vocab_parallel_merges_lses(logit_shards, targets, ignore_index=-100):
+    """Right: each shard's own lse_i = m_i + log s_i, merged as M + log sum exp(lse_i - M)."""
+    acc = torch.promote_types(logit_shards[0].dtype, torch.float32)
+    keep = targets != ignore_index
+    y = torch.where(keep, targets, 0).long()
+    shards = [torch.where(keep[:, None], s.to(acc), 0.0) for s in logit_shards]
+    lses, parts, start = [], [], 0
+    for s in shards:
+        m = s.amax(1)
+        lses.append(m + (s - torch.where(m == -math.inf, 0.0, m)[:, None]).exp().sum(1).log())  # -inf shard: -inf
+        inside = keep & (y >= start) & (y < start + s.shape[1])
+        parts.append(torch.where(inside, s.gather(1, (y - start).clamp(0, s.shape[1] - 1)[:, None]).squeeze(1), 0.0))
+        start += s.shape[1]
+    stacked = torch.stack(lses)
+    M = stacked.amax(0)
+    lse = M + (stacked - M).exp().sum(0).log()
+    count = keep.sum()
+    loss = torch.where(keep, lse - sum(parts), 0.0).sum() / count
+    grads, start = [], 0
+    for s in shards:
+        g = (s - lse[:, None]).exp() - ((y - start)[:, None] == torch.arange(s.shape[1])).to(acc)
+        grads.append(torch.where(keep[:, None], g, 0.0) / count.clamp(min=1))
+        start += s.shape[1]
+    return loss, grads
+
+
+def vocab_parallel_concatenates(logit_shards, targets, ignore_index=-100):
+    """Right values, from the concatenated logits: what the exercise exists to avoid."""
+    acc = torch.promote_types(logit_shards[0].dtype, torch.float32)
+    widths = [s.shape[1] for s in logit_shards]
+    z, y, keep, count = _rows(torch.cat(logit_shards, dim=1).to(acc), targets, ignore_index)
+    lse = _lse(z)
+    loss = torch.where(keep, lse - z.gather(1, y[:, None]).squeeze(1), 0.0).sum() / count
+    grad = torch.where(keep[:, None], (z - lse[:, None]).exp() - _onehot(y, z.shape[1], z.dtype), 0.0)
+    return loss, list((grad / count.clamp(min=1)).split(widths, dim=1))
+
+
 EXERCISES = {
     "test_online_logsumexp": Exercise(
         "online_logsumexp",
@@ -500,6 +779,54 @@ EXERCISES = {
                "not clamped to n_tokens": budget_not_clamped_to_tokens, "returns 0 when nothing fits": budget_returns_zero,
                "returns 1 when nothing fits": budget_at_least_one},
         right={"search": budget_by_search, "math.floor of a float division": budget_by_floor}),
+    "test_z_loss_cross_entropy": Exercise(
+        "z_loss_cross_entropy",
+        wrong={"gradient missing the factor 2": _z_loss("factor 2 missing"),
+               "gradient missing the lse: (1 + 2 zeta) p": _z_loss("lse missing from the factor"),
+               "z-loss added to ignored rows": _z_loss("z-loss on ignored rows too"),
+               "z-loss divided by N instead of N_valid": _z_loss("z-loss over N, not N_valid"),
+               "zeta times the square of the mean lse": _z_loss("square of the mean lse"),
+               "no max subtraction": _z_loss("no max subtraction"),
+               "ignored rows multiplied by the mask (0 * nan)": _z_loss("mask multiplied"),
+               "computed in the input dtype": _z_loss("in the input dtype"),
+               "gradient by autograd": z_loss_by_autograd,
+               "calls torch.logsumexp": z_loss_calls_logsumexp},
+        right={"softmax as exp(z - m) / s, the two terms averaged apart": z_loss_softmax_over_sum,
+               "float64 throughout": _z_loss("float64")}),
+    "test_softcapped_cross_entropy": Exercise(
+        "softcapped_cross_entropy",
+        wrong={"gradient forgetting the tanh' factor": _softcap("no tanh' factor"),
+               "tanh' as 1 - tanh, not squared": _softcap("tanh' without the square"),
+               "cap applied after the loss": _softcap("cap after the loss"),
+               "cap * tanh(z), z not divided by the cap": _softcap("z not divided by cap"),
+               "tanh by its exp formula (nan at large |z|)": _softcap("tanh by its exp formula"),
+               "masked classes kept at -inf": _softcap("mask kept"),
+               "divided by N instead of N_valid": _softcap("over N, not N_valid"),
+               "no max subtraction (overflows for a cap of 1000)": _softcap("no max subtraction"),
+               "ignored rows multiplied by the mask (0 * nan)": _softcap("mask multiplied"),
+               "cap <= 0 not rejected": softcap_without_validating_cap,
+               "calls torch.softmax": softcap_calls_softmax},
+        right={"slope as 1 / cosh^2(z / cap)": _softcap("slope as 1 / cosh^2"),
+               "slope as (1 - t)(1 + t)": _softcap("slope as (1 - t)(1 + t)"),
+               "float64 throughout": _softcap("float64")}),
+    "test_vocab_parallel_cross_entropy": Exercise(
+        "vocab_parallel_cross_entropy",
+        wrong={"shard sums added without rescaling to the global max": _vocab_parallel("sums added without rescaling"),
+               "the max of the shards' lse": _vocab_parallel("max of the shards' lse"),
+               "target logit read from shard 0 at the local index":
+                   _vocab_parallel("target read from shard 0 at the local index"),
+               "gradient softmax over the shard only": _vocab_parallel("gradient softmax over the shard only"),
+               "offsets i * V_0 (equal widths assumed)": _vocab_parallel("equal widths assumed"),
+               "shard ownership off by one (y <= o_i + V_i)": _vocab_parallel("ownership end inclusive"),
+               "no guard for a shard of only -inf (nan)": _vocab_parallel("no guard for a shard of -inf"),
+               "ignored rows counted in the mean": _vocab_parallel("ignored rows counted in the mean"),
+               "target gathered from shard.view(-1) (needs contiguous shards)":
+                   _vocab_parallel("target from a flattened view"),
+               "zeroes shard 0 in place after computing": _vocab_parallel("zeroes shard 0 in place after"),
+               "concatenates the shards (torch.cat)": vocab_parallel_concatenates},
+        right={"Exercise 1's running (m, s) carried from shard to shard": vocab_parallel_online_over_shards,
+               "the shards' lse merged by a log-sum-exp": vocab_parallel_merges_lses,
+               "float64 throughout": _vocab_parallel("float64")}),
 }
 
 mutant_tests(globals())
