@@ -21,16 +21,16 @@ from autograde.sandbox import Limits
 DEMO = course.ROOT / "build" / "demo"
 
 
-def hand_in(assignments, workspace, folder):
-    """Release each assignment into the workspace and hand in its sample class under folder/<assignment>/ (nbgrader's
-    submitted layout); returns {assignment: that folder}, what batch.grade takes."""
+def hand_in(assignments, workspace, folder, students=sample_class.STUDENTS):
+    """Release each assignment into the workspace and hand in its sample class (`students` of it) under
+    folder/<assignment>/ (nbgrader's submitted layout); returns {assignment: that folder}, what batch.grade takes."""
     classes = {}
     for assignment in assignments:
         course.release(assignment, workspace)
         notebook = f"{assignment}/{assignment}.ipynb"
         classes[assignment] = Path(folder) / assignment
         sample_class.write_class(assignment, course.SOLUTIONS / notebook, workspace.release / notebook,
-                                 classes[assignment])
+                                 classes[assignment], students)
     return classes
 
 

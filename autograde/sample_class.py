@@ -1,13 +1,13 @@
 """A sample class for the demo and the end-to-end tests, built from solutions/ and the release.
 
-Every assignment gets the same seven students:
+In `make demo` every assignment gets the same seven students (the tests hand in some of them: tests/conftest.py):
   reference       the release with every solution filled in from solutions/     -> full marks
   untouched       the release as handed out                                      -> zero
   partly_wrong    every other exercise with its sign flipped, the last one blank -> partial
   broken_json     a notebook file cut off halfway (not valid JSON)               -> not graded, told why
   deleted_cells   a test cell and a solution cell deleted                        -> graded on the rest
   raises          the first solution cell raises before defining anything        -> graded on the rest
-  kills_kernel    a solution cell ends the Python process (os._exit)             -> not graded, told why
+  kills_kernel    the first solution cell ends the Python process (os._exit)  -> graded on the rest, told why
 """
 import re
 from pathlib import Path
@@ -67,22 +67,34 @@ def raises(release_notebook, source_notebook):
 
 
 def kills_kernel(release_notebook, source_notebook):
+    # the first solution cell, not a later one: the grader restarts the kernel and replays every cell that ran before
+    # the one that killed it, which in the notebooks that train a model would be most of the notebook run twice
     nb = filled_in(release_notebook, source_notebook)
-    _solution_cells(nb)[-1].source = "import os\nos._exit(1)\n" + _solution_cells(nb)[-1].source
+    _solution_cells(nb)[0].source = "import os\nos._exit(1)\n" + _solution_cells(nb)[0].source
     return nb
 
 
-def write_class(assignment, source_notebook, release_notebook, folder):
-    """Hand in each sample student's notebook in nbgrader's submitted layout, folder/<student>/<assignment>/;
-    returns {student: the notebook's path}."""
-    builders = {"reference": filled_in, "partly_wrong": partly_wrong,
-                "deleted_cells": deleted_cells, "raises": raises, "kills_kernel": kills_kernel}
-    paths = {student: Path(folder) / student / assignment / f"{assignment}.ipynb" for student in STUDENTS}
-    for path in paths.values():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    for student, build in builders.items():
-        nbformat.write(build(release_notebook, source_notebook), paths[student])
-    paths["untouched"].write_bytes(Path(release_notebook).read_bytes())
+def untouched(release_notebook, source_notebook):
+    return Path(release_notebook).read_bytes()
+
+
+def broken_json(release_notebook, source_notebook):
     text = Path(release_notebook).read_text(encoding="utf-8")
-    paths["broken_json"].write_text(text[: len(text) // 2], encoding="utf-8")
+    return text[: len(text) // 2].encode("utf-8")
+
+
+# each makes the student's notebook (or bytes that are meant not to be one)
+BUILDERS = {"reference": filled_in, "untouched": untouched, "partly_wrong": partly_wrong, "broken_json": broken_json,
+            "deleted_cells": deleted_cells, "raises": raises, "kills_kernel": kills_kernel}
+
+
+def write_class(assignment, source_notebook, release_notebook, folder, students=STUDENTS):
+    """Hand in each sample student's notebook (`students`, a part of STUDENTS) in nbgrader's submitted layout,
+    folder/<student>/<assignment>/; returns {student: the notebook's path}."""
+    paths = {}
+    for student in students:
+        made = BUILDERS[student](release_notebook, source_notebook)
+        paths[student] = Path(folder) / student / assignment / f"{assignment}.ipynb"
+        paths[student].parent.mkdir(parents=True, exist_ok=True)
+        paths[student].write_bytes(made if isinstance(made, bytes) else nbformat.writes(made).encode("utf-8"))
     return paths

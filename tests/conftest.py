@@ -135,18 +135,30 @@ class GradedClass:
         return (self.workspace.dir("feedback") / student / assignment / (page or f"{assignment}.html")).read_text()
 
 
+# What a sample student proves is either the notebook's or the grader's. The notebook's, in every notebook: its solution
+# gets full marks with no cell raising, its release zero with one message per test, and a first exercise that raises
+# leaves the others their points (no test or demo cell leans on it unguarded). The grader's (a notebook that is not
+# JSON, a kernel killed and replayed, a test cell deleted and restored, wrong answers scored without a crash) are the
+# same in every notebook: WHOLE_CLASS hands in all seven students, and tests/test_batch.py holds the grader to ~40 more
+# on it. Each exercise's test cell rejecting wrong answers without crashing is its mutant suite's (tests/mutants.py).
+EVERY_NOTEBOOK = ("reference", "untouched", "raises")
+WHOLE_CLASS = "01_mle_and_nll"
+
+
 @pytest.fixture(scope="session")
 def graded_class(tmp_path_factory):
-    """Every assignment's sample class (autograde/sample_class.py; its `reference` student is the solution notebook)
-    and notebook 10's student who calls the course's reference, graded by the batch grader on one pool of workers
-    with the demo's limits, once per session: each notebook executes here once, and every end-to-end check of the
-    release, the grades, the feedback and the notebooks reads this."""
+    """Every assignment's sample students (autograde/sample_class.py; its `reference` student is the solution notebook:
+    EVERY_NOTEBOOK, and all of them in WHOLE_CLASS) and notebook 10's student who calls the course's reference, graded
+    by the batch grader on one pool of workers with the demo's limits, once per session: each notebook executes here,
+    and every end-to-end check of the release, the grades, the feedback and the notebooks reads this."""
     require_box()
     import adversarial
-    from autograde import batch, course, demo
+    from autograde import batch, course, demo, sample_class
     root = tmp_path_factory.mktemp("class")
     workspace = course.Workspace(root=root / "course", release=root / "release")
-    classes = demo.hand_in(course.assignments(), workspace, root / "handed_in")
+    others = [a for a in course.assignments() if a != WHOLE_CLASS]
+    classes = demo.hand_in([WHOLE_CLASS], workspace, root / "handed_in", sample_class.STUDENTS)
+    classes |= demo.hand_in(others, workspace, root / "handed_in", EVERY_NOTEBOOK)
     lab = f"{adversarial.GPU_LAB}/{adversarial.GPU_LAB}.ipynb"
     extra = classes[adversarial.GPU_LAB] / "calls_chunk_reference" / lab
     extra.parent.mkdir(parents=True)

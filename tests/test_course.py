@@ -1,6 +1,7 @@
-"""The course end to end, as `make demo` runs it: every assignment released by nbgrader, its sample class handed in
-and graded by the batch grader (the session's `graded_class`, tests/conftest.py), the grades exported; and the
-README's plain nbgrader commands on one notebook. Nothing is graded in autograde/ or build/."""
+"""The course end to end, as `make demo` runs it: every assignment released by nbgrader, its sample students handed in
+and graded by the batch grader (the session's `graded_class`, tests/conftest.py, which says who hands in what), the
+grades exported; and the README's plain nbgrader commands on one notebook. Nothing is graded in autograde/ or build/."""
+import ast
 import csv
 import re
 import shutil
@@ -8,9 +9,10 @@ import shutil
 import nbformat
 import pytest
 
+import adversarial
 from autograde import course, demo, report, sample_class
 from autograde.course import RELEASE, SOLUTIONS, assignments
-from conftest import only_in_blocks
+from conftest import WHOLE_CLASS, only_in_blocks
 
 slow = pytest.mark.slow
 
@@ -81,28 +83,47 @@ def test_the_untouched_release_scores_zero_and_each_test_says_what_to_write(grad
 
 @slow
 @pytest.mark.parametrize("assignment", assignments())
-def test_broken_submissions_get_an_honest_score_and_a_plain_reason(graded_class, assignment):
-    results = graded_class.results[assignment]
+def test_a_first_exercise_that_raises_leaves_the_others_their_points(graded_class, assignment):
+    """The first solution cell raises before it defines anything: its exercise scores 0; an exercise whose solution
+    calls what it defines may lose its points too (02's gradient uses the softmax, 07's objective the KD loss; 09's
+    test of dpo_step lends it the course's log-probs), and every other exercise keeps its full marks: no test or demo
+    cell leans on the first exercise."""
+    raises = graded_class.results[assignment]["raises"]
+    solutions = [c for c in nbformat.read(SOLUTIONS / assignment / f"{assignment}.ipynb", as_version=4).cells
+                 if c.metadata.get("nbgrader", {}).get("solution")]
+    missing = {node.name for node in ast.parse(solutions[0].source).body
+               if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    leaning = {"test_" + c.metadata.nbgrader["grade_id"] for c in solutions[1:]
+               if missing & {n.id for n in ast.walk(ast.parse(c.source)) if isinstance(n, ast.Name)}}
+    first = "test_" + solutions[0].metadata.nbgrader["grade_id"]
+    got = {g["cell"]: g["auto_score"] for g in raises["grades"] if g["cell"] not in leaning}
+    assert got == {g["cell"]: 0.0 if g["cell"] == first else g["max_score"] for g in raises["grades"]
+                   if g["cell"] not in leaning}, raises
+    assert not raises["reasons"], raises
+    assert "a bug in my first solution cell" in graded_class.feedback("raises", assignment)
+
+
+@slow
+def test_broken_submissions_get_an_honest_score_and_a_plain_reason(graded_class):
+    results = graded_class.results[WHOLE_CLASS]
     top = report.score(results["reference"])[1]
     partial = lambda student: 0 < report.score(results[student])[0] < top  # noqa: E731
 
     broken = results["broken_json"]
     assert report.score(broken)[0] == 0 and "not valid notebook JSON" in broken["reasons"][0], broken
-    assert "not valid notebook JSON" in graded_class.feedback("broken_json", assignment, "problems.html")
+    assert "not valid notebook JSON" in graded_class.feedback("broken_json", WHOLE_CLASS, "problems.html")
 
     killed = results["kills_kernel"]
     assert partial("kills_kernel") and "killed its Python process" in killed["reasons"][0], killed
-    summary, detail = graded_class.feedback("kills_kernel", assignment, "problems.html").split("<details>")
+    summary, detail = graded_class.feedback("kills_kernel", WHOLE_CLASS, "problems.html").split("<details>")
     assert "Python process stopped while it ran" in summary and "Traceback" not in summary  # one plain sentence
     assert "killed its Python process" in detail  # the detail, folded
 
     deleted = results["deleted_cells"]
     assert partial("deleted_cells") and "was deleted" in deleted["reasons"][0] and deleted["flagged"], deleted
-    assert "was missing from the submission" in graded_class.feedback("deleted_cells", assignment)
-    for student in ("raises", "partly_wrong"):
-        assert partial(student) and not results[student]["reasons"], results[student]
-    assert "a bug in my first solution cell" in graded_class.feedback("raises", assignment)
-    page = graded_class.feedback("partly_wrong", assignment)
+    assert "was missing from the submission" in graded_class.feedback("deleted_cells", WHOLE_CLASS)
+    assert partial("partly_wrong") and not results["partly_wrong"]["reasons"], results["partly_wrong"]
+    page = graded_class.feedback("partly_wrong", WHOLE_CLASS)
     assert "Exercise 1: <code>" in page and ">Test cell<" not in page
 
 
@@ -115,8 +136,9 @@ def test_the_exported_grades_are_every_students_score(graded_class):
               for s, summary in results.items()}
     assert {key: exported.get(key) for key in graded} == graded
     # nbgrader exports every student of the gradebook for every assignment: zero where nothing was handed in
-    unsubmitted = {key: value for key, value in exported.items() if key not in graded}
-    assert all(score == 0 for score, _ in unsubmitted.values()) and len(unsubmitted) == len(assignments()) - 1
+    students = {s for _, s in graded}
+    unsubmitted = {(a, s) for a in assignments() for s in students} - set(graded)
+    assert unsubmitted and {key: exported.get(key, (None,))[0] for key in unsubmitted} == dict.fromkeys(unsubmitted, 0)
 
 
 @slow
@@ -128,7 +150,8 @@ def test_the_readmes_plain_nbgrader_commands_grade_one_notebook(tmp_path):
     notebook = f"{assignment}/{assignment}.ipynb"
     done = workspace.nbgrader("generate_assignment", assignment, "--force")
     assert done.returncode == 0, done.stderr[-2000:]
-    handed = sample_class.write_class(assignment, SOLUTIONS / notebook, workspace.release / notebook, tmp_path / "in")
+    handed = sample_class.write_class(assignment, SOLUTIONS / notebook, workspace.release / notebook, tmp_path / "in",
+                                      students=("reference", "untouched"))
     for student in ("reference", "untouched"):
         shutil.copytree(handed[student].parent.parent, workspace.dir("submitted") / student)
     for step in (["autograde", assignment], ["generate_feedback", assignment],
@@ -139,3 +162,12 @@ def test_the_readmes_plain_nbgrader_commands_grade_one_notebook(tmp_path):
         rows = {row["student_id"]: (float(row["score"]), float(row["max_score"])) for row in csv.DictReader(handle)}
     assert rows["reference"][0] == rows["reference"][1] >= 5 and rows["untouched"][0] == 0, rows
     assert (workspace.dir("feedback") / "reference" / assignment / f"{assignment}.html").exists()
+
+
+@slow
+def test_the_reference_of_the_gpu_labs_budget_exercise_is_out_of_reach(graded_class):
+    got = graded_class.results[adversarial.GPU_LAB]["calls_chunk_reference"]
+    scored = {g["cell"]: g["auto_score"] for g in got["grades"]}
+    assert scored.pop(f"test_{adversarial.CHUNK_EXERCISE}") == 0, got
+    full = {g["cell"]: g["max_score"] for g in got["grades"]}
+    assert scored == {cell: full[cell] for cell in scored}, got  # every other exercise: its honest full marks
