@@ -6,14 +6,15 @@ for each chunk c, with z = h_c W^T upcast to fp32 (fp64 for fp64 inputs; for bf1
 result, accumulated in fp32 and rounded to the inputs' dtype, as a GPU's bf16 matmul gives it),
 
     loss_i = (1 - eps) (lse_i - z_{i,y_i}) + eps (lse_i - mean_k z_{i,k}),    lse_i = log sum_k e^{z_{i,k}}
-    dz     = (softmax(z) - (1 - eps) onehot(y) - eps / V) * scale
-    dh_c   = dz W,        dW += dz^T h_c
+    G      = softmax(z) - (1 - eps) onehot(y) - eps / V      (0 on an ignored token's row)
+    dh_c   = G W,        dW += G^T h_c
 
-and drop z. The loss is a scalar, so its upstream gradient is one number: the gradients are made in
-the forward pass and only multiplied by it in the backward one, three matmuls in all (the minimum).
+and drop z: G, dh and dW are the gradients of the summed loss. The loss is a scalar, so its upstream gradient is one
+number: the gradients are made in the forward pass and only multiplied, in the backward one, by it and by 1 / N_kept
+for the mean (a scale per chunk would be one more pass over the logits); three matmuls in all (the minimum).
 Peak extra memory: one chunk of logits plus the gradients of h and W, which training needs anyway.
 On a GPU the chunk goes through the Triton kernel of ``triton_cross_entropy`` instead: z stays in the
-inputs' dtype (bf16) and the kernel overwrites it with dz in place, reading it twice and writing it once.
+inputs' dtype (bf16) and the kernel overwrites it with G in place, reading it twice and writing it once.
 
 ``chunk_rows_for_budget``: a chunk of c tokens over a vocabulary of V needs c * V * bytes_per_element bytes per
 logits-sized buffer; with ``buffers`` such buffers alive at once the largest chunk that fits ``budget_bytes`` is
@@ -22,53 +23,58 @@ logits-sized buffer; with ``buffers`` such buffers alive at once the largest chu
 
 and a budget smaller than one row (c = 0) is an error.
 """
+from functools import partial
+
 import torch
 
 from . import _inputs
 
 
-def _chunk_rows(n_tokens, vocab_size, hidden_size, min_elements=1 << 22):
+def _chunk_rows(n_tokens, vocab_size, hidden_size, min_elements=1 << 24):
     """Rows per chunk, a power of two: a chunk of logits about as big as the hidden states (Liger's rule of
-    thumb), or, if more, about ``min_elements`` logits (16 MiB of fp32; thin chunks make slow matmuls on a
-    CPU) but at most 1/16 of the tokens."""
+    thumb), or, if more, about ``min_elements`` logits (64 MiB of fp32: on a CPU a thin chunk makes slow matmuls and
+    reads and writes all of dW once more) but at most 1/8 of the tokens."""
     chunks = max(1, -(-vocab_size // hidden_size))
     liger = 1 << (max(1, -(-n_tokens // chunks)) - 1).bit_length()
-    floor = 1 << (max(1, min(min_elements // vocab_size, n_tokens // 16)).bit_length() - 1)
+    floor = 1 << (max(1, min(min_elements // vocab_size, n_tokens // 8)).bit_length() - 1)
     return max(liger, floor)
 
 
-def _torch_chunk(h, weight, y, keep, dloss, ignore_index, label_smoothing):
-    """(dz, summed loss) of one chunk in plain PyTorch: the matmul in the inputs' dtype, its logits upcast to fp32
-    (fp64 for fp64), then dz in place. (Upcasting h and W first would be more exact for bf16 inputs, but would
-    copy W, V x D, to fp32 for every chunk.)
+def _torch_chunk(h, weight, y, keep, buffer, label_smoothing):
+    """(G, summed loss) of one chunk in plain PyTorch, G = dloss/dz of the summed loss, made over ``buffer``.
 
-    One logits-sized buffer and four passes over it after the matmul: its row maxima m; e = exp(z - m) in place;
-    the row sums s (lse = m + log s); dz = e * (scale / s) in place, the smoothing and target terms then taken off.
+    The matmul writes the logits into the buffer (fp32, fp64 for fp64 inputs; bf16/fp16 logits are upcast into it:
+    upcasting h and W first would be more exact, but would copy W, V x D, for every chunk). Then three passes
+    over it: the row maxima m; the softmax p in place (PyTorch's kernel works row by row, so each row's passes
+    run in cache); the maxima of p. At a row's largest logit p = e^{m - lse} >= 1/V, so lse = m - log max_k p
+    is read back without cancellation, and G = p - (1 - eps) onehot(y) - eps / V overwrites p.
     """
     V = weight.shape[0]
-    z = (h @ weight.T).to(torch.promote_types(h.dtype, torch.float32))
+    z = buffer[:len(y)]
+    if h.dtype == z.dtype:
+        torch.mm(h, weight.T, out=z)
+    else:
+        z.copy_(h @ weight.T)
     rows, y_safe = torch.arange(len(y), device=y.device), y.masked_fill(~keep, 0)
-    loss = -(1 - label_smoothing) * z[rows, y_safe]          # read before z is overwritten
+    z_y, m = z[rows, y_safe], z.amax(-1)                          # read before z is overwritten
+    mean = z.mean(-1) if label_smoothing else 0.0
+    p = torch.softmax(z, -1, out=z)
+    lse = m - p.amax(-1).log()
+    loss = (1 - label_smoothing) * (lse - z_y) + label_smoothing * (lse - mean)
     if label_smoothing:
-        loss -= label_smoothing * z.mean(-1)
-    m = z.amax(-1, keepdim=True)
-    e = z.sub_(m).exp_()
-    s = e.sum(-1, keepdim=True)
-    loss += (m + s.log()).squeeze(1)
-    scale = (keep * dloss)[:, None]                            # an ignored token sends no gradient
-    dz = e.mul_(scale / s)
-    if label_smoothing:
-        dz.sub_(scale * (label_smoothing / V))
-    dz[rows, y_safe] -= (1 - label_smoothing) * scale.squeeze(1)
-    return dz.to(h.dtype), torch.where(keep, loss, 0).sum()
+        p.sub_(label_smoothing / V)
+    p[rows, y_safe] -= 1 - label_smoothing
+    p[rows[~keep]] = 0                                            # an ignored token sends no gradient
+    return p.to(h.dtype), torch.where(keep, loss, 0).sum()
 
 
-def _triton_chunk(h, weight, y, keep, dloss, ignore_index, label_smoothing):
-    """(dz, summed loss) of one chunk: logits in the inputs' dtype, overwritten by dz in one Triton launch."""
+def _triton_chunk(h, weight, y, keep, buffer, label_smoothing, ignore_index):
+    """(G, summed loss) of one chunk: logits in the inputs' dtype, overwritten by G in one Triton launch."""
     from .triton_cross_entropy import cross_entropy_forward
 
     z = h @ weight.T
-    loss, _ = cross_entropy_forward(z, y, ignore_index, label_smoothing, dloss=dloss, grad=z)
+    one = torch.ones((), device=z.device)  # G of the summed loss (buffer: the torch path's, unused here)
+    loss, _ = cross_entropy_forward(z, y, ignore_index, label_smoothing, dloss=one, grad=z)
     return z, loss.sum()
 
 
@@ -78,21 +84,25 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         kept = targets != ignore_index
         count = kept.sum()
         acc = torch.promote_types(hidden.dtype, torch.float32)  # fp32, or fp64 for fp64 inputs
-        one = torch.ones((), dtype=acc, device=hidden.device)
-        dloss = one / count.clamp_min(1) if reduction == "mean" else one  # d loss / d (a token's loss)
+        # the gradients of the summed loss; backward scales them by d loss / d (summed loss) and the upstream one
+        ctx.dloss = 1 / count.clamp_min(1).to(acc) if reduction == "mean" else torch.ones((), dtype=acc)
         grad_hidden = torch.empty_like(hidden)
         grad_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device)
         total = torch.zeros((), dtype=acc, device=hidden.device)
-        chunk = _triton_chunk if backend == "triton" else _torch_chunk
+        if backend == "triton":
+            chunk, buffer = partial(_triton_chunk, ignore_index=ignore_index), None
+        else:  # one logits buffer for every chunk, not one allocation each
+            chunk = _torch_chunk
+            buffer = torch.empty(min(chunk_rows, len(targets)), weight.shape[0], dtype=acc, device=hidden.device)
         for start in range(0, hidden.shape[0], chunk_rows):
             h, y, keep = (t[start:start + chunk_rows] for t in (hidden, targets, kept))
-            dz, loss = chunk(h, weight, y, keep, dloss, ignore_index, label_smoothing)
+            g, loss = chunk(h, weight, y, keep, buffer, label_smoothing)
             total += loss
-            torch.mm(dz, weight, out=grad_hidden[start:start + chunk_rows])
-            if dz.dtype == acc:
-                grad_weight.addmm_(dz.T, h)
+            torch.mm(g, weight, out=grad_hidden[start:start + chunk_rows])
+            if g.dtype == acc:
+                grad_weight.addmm_(g.T, h)
             else:  # bf16/fp16 matmul, accumulated in fp32
-                grad_weight += dz.T @ h
+                grad_weight += g.T @ h
         ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
         if reduction == "mean":  # every target ignored: 0 / 0 = NaN, as F.cross_entropy returns
             return total / count
@@ -101,7 +111,8 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss):
         grad_hidden, grad_weight = ctx.saved_tensors
-        return grad_hidden * grad_loss.to(grad_hidden.dtype), grad_weight * grad_loss.to(grad_weight.dtype), \
+        scale = grad_loss * ctx.dloss.to(grad_loss.device)
+        return grad_hidden * scale.to(grad_hidden.dtype), grad_weight * scale.to(grad_weight.dtype), \
             None, None, None, None, None, None
 
 
@@ -120,11 +131,11 @@ def fused_linear_cross_entropy(hidden, weight, targets, ignore_index=-100, reduc
     """F.cross_entropy(hidden @ weight.T, targets, ...) without materialising the (N, V) logits.
 
     hidden (N, D), weight (V, D), targets (N,) int; reduction "mean" (over kept tokens; NaN when every
-    target is ignored, like F.cross_entropy) or "sum". The log-sum-exp, the loss and dz are computed in fp32 for
+    target is ignored, like F.cross_entropy) or "sum". The log-sum-exp, the loss and dloss/dz are computed in fp32 for
     any input dtype, from logits the matmul makes in the inputs' dtype (bf16 inputs: bf16 logits, upcast); the
-    gradients come back in the inputs' dtypes. chunk_rows: tokens per chunk (default:
-    a chunk of logits about the size of hidden, and at least 4M of them). backend: "torch" (runs anywhere),
-    "triton" (the kernel of course_lib.triton_cross_entropy makes the loss and dz in place in a chunk of logits
+    gradients come back in the inputs' dtypes. chunk_rows: tokens per chunk (default: a chunk of logits about
+    the size of hidden, and at least 16M of them, at most 1/8 of the tokens). backend: "torch" (runs anywhere),
+    "triton" (the kernel of course_lib.triton_cross_entropy makes the loss and dloss/dz in place in a chunk of logits
     kept in the inputs' dtype; GPU, or CPU under TRITON_INTERPRET=1), or None: "triton" for CUDA tensors when
     Triton is installed, else "torch".
     """

@@ -126,7 +126,8 @@ def test_the_full_logits_never_exist():
     hidden.requires_grad_(), weight.requires_grad_()
     with _LargestTensor() as seen:
         fused_linear_cross_entropy(hidden, weight, targets).backward()
-    assert seen.largest <= 4 * N * V // 16, f"a tensor of {seen.largest} bytes; the logits have {4 * N * V}"
+    # the default chunk holds at most 1/8 of the tokens
+    assert seen.largest <= 4 * N * V // 8, f"a tensor of {seen.largest} bytes; the logits have {4 * N * V}"
     with _LargestTensor() as seen:
         F.cross_entropy(hidden @ weight.T, targets).backward()
     assert seen.largest >= 4 * N * V  # the check above can fail: the plain version does build them
