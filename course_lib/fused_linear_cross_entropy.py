@@ -40,7 +40,7 @@ def _chunk_rows(n_tokens, vocab_size, hidden_size, min_elements=1 << 24):
     return max(liger, floor)
 
 
-def _torch_chunk(h, weight, y, keep, buffer, label_smoothing):
+def _torch_chunk(h, weight, y, keep, label_smoothing, buffer):
     """(G, summed loss) of one chunk in plain PyTorch, G = dloss/dz of the summed loss, made over ``buffer``.
 
     The matmul writes the logits into the buffer (fp32, fp64 for fp64 inputs; bf16/fp16 logits are upcast into it:
@@ -68,12 +68,12 @@ def _torch_chunk(h, weight, y, keep, buffer, label_smoothing):
     return p.to(h.dtype), torch.where(keep, loss, 0).sum()
 
 
-def _triton_chunk(h, weight, y, keep, buffer, label_smoothing, ignore_index):
+def _triton_chunk(h, weight, y, keep, label_smoothing, ignore_index):
     """(G, summed loss) of one chunk: logits in the inputs' dtype, overwritten by G in one Triton launch."""
     from .triton_cross_entropy import cross_entropy_forward
 
     z = h @ weight.T
-    one = torch.ones((), device=z.device)  # G of the summed loss (buffer: the torch path's, unused here)
+    one = torch.ones((), device=z.device)  # G of the summed loss
     loss, _ = cross_entropy_forward(z, y, ignore_index, label_smoothing, dloss=one, grad=z)
     return z, loss.sum()
 
@@ -85,18 +85,19 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         count = kept.sum()
         acc = torch.promote_types(hidden.dtype, torch.float32)  # fp32, or fp64 for fp64 inputs
         # the gradients of the summed loss; backward scales them by d loss / d (summed loss) and the upstream one
-        ctx.dloss = 1 / count.clamp_min(1).to(acc) if reduction == "mean" else torch.ones((), dtype=acc)
+        one = torch.ones((), dtype=acc, device=hidden.device)
+        ctx.dloss = one / count.clamp_min(1) if reduction == "mean" else one
         grad_hidden = torch.empty_like(hidden)
         grad_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device)
         total = torch.zeros((), dtype=acc, device=hidden.device)
         if backend == "triton":
-            chunk, buffer = partial(_triton_chunk, ignore_index=ignore_index), None
+            chunk = partial(_triton_chunk, ignore_index=ignore_index)
         else:  # one logits buffer for every chunk, not one allocation each
-            chunk = _torch_chunk
-            buffer = torch.empty(min(chunk_rows, len(targets)), weight.shape[0], dtype=acc, device=hidden.device)
+            chunk = partial(_torch_chunk, buffer=torch.empty(min(chunk_rows, len(targets)), weight.shape[0], dtype=acc,
+                                                             device=hidden.device))
         for start in range(0, hidden.shape[0], chunk_rows):
             h, y, keep = (t[start:start + chunk_rows] for t in (hidden, targets, kept))
-            g, loss = chunk(h, weight, y, keep, buffer, label_smoothing)
+            g, loss = chunk(h, weight, y, keep, label_smoothing)
             total += loss
             torch.mm(g, weight, out=grad_hidden[start:start + chunk_rows])
             if g.dtype == acc:
@@ -111,7 +112,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss):
         grad_hidden, grad_weight = ctx.saved_tensors
-        scale = grad_loss * ctx.dloss.to(grad_loss.device)
+        scale = grad_loss * ctx.dloss
         return grad_hidden * scale.to(grad_hidden.dtype), grad_weight * scale.to(grad_weight.dtype), \
             None, None, None, None, None, None
 
