@@ -24,7 +24,8 @@ its own: it puts itself under the sandbox's limits before anything else, then se
 the channel it was started with. Each request is two frames, a JSON header and a payload, and each
 answer one frame, written with torch.save and read by the grader with weights_only=True:
   {"op": "load", "name"}                          payload: the cloudpickled object, becomes `name`
-  {"op": "call", "name", "id", "keep_graph"}      payload: the arguments; answer: the result
+  {"op": "call", "name", "id", "keep_graph"}      payload: the arguments; answer: the result (and, asked, its
+                                                  peak memory and the Triton launches it made, described as data)
   {"op": "backward", "id"}                        payload: the output gradients; answer: input gradients
 """
 import builtins
@@ -142,6 +143,13 @@ def error_reply(error):
             "frames": text[-4000:], "raised_in": frames[-1].name if frames else None}
 
 
+def _launches():
+    """course_lib.triton_compile.launches(): the call's Triton launches, described as data for the grader to compile
+    (only the notebooks with kernels ask, so only they import triton here)."""
+    from course_lib import triton_compile
+    return triton_compile.launches()
+
+
 class Server:
     def __init__(self):
         self.functions = {}  # name -> the student's object, as last loaded
@@ -176,7 +184,7 @@ class Server:
         return {"status": "ok", "printed": printed.getvalue()[-20000:]}
 
     def call(self, name, call_id, keep_graph, payload):
-        args, kwargs, forbidden, exercise, replacements, measure = self.read(payload)
+        args, kwargs, forbidden, exercise, replacements, measure, observe = self.read(payload)
         before = {k: (v.detach().clone(), v._version) for k, v in list(enumerate(args)) + list(kwargs.items())
                   if isinstance(v, torch.Tensor)}
         printed = io.StringIO()
@@ -184,8 +192,10 @@ class Server:
             fn = self.resolve(name)
             namespace = getattr(self.functions[name.split(".")[0]], "__globals__", {})
             memory = memory_budget.PeakMemory() if measure else contextlib.nullcontext()
+            kernels = _launches() if observe else contextlib.nullcontext([])
             with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed), \
-                    warnings.catch_warnings(), grading.names_replaced(namespace, replacements), memory:
+                    warnings.catch_warnings(), grading.names_replaced(namespace, replacements), memory, \
+                    kernels as launched:
                 warnings.simplefilter("always")
                 warnings.showwarning = lambda m, c, f, l, file=None, line=None: printed.write(f"{c.__name__}: {m}\n")
                 with grading.from_scratch(*(forbidden or ()), exercise=exercise):
@@ -199,7 +209,7 @@ class Server:
                     self.graphs.pop(next(iter(self.graphs)))
             reply = {"status": "ok", "result": sendable(result), "changed": changed_arguments(before, args, kwargs),
                      "aliases": {} if keep_graph else aliases(result, args, kwargs),
-                     "peak_bytes": memory.peak if measure else 0,
+                     "peak_bytes": memory.peak if measure else 0, "launches": launched,
                      "differentiable": [isinstance(o, torch.Tensor) and o.requires_grad for o in outputs]}
         except BaseException as error:  # noqa: B036 - the student's error is reported, not raised here
             reply = error_reply(error)

@@ -30,6 +30,15 @@ BUILD_RELEASE = ROOT / "build" / "release"
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 
+# a Triton exercise foo has a second test cell, test_foo_compiles: its kernel as Triton's compiler sees it (notebook 10)
+COMPILED = "_compiles"
+
+
+def exercise_of(test_id):
+    """The exercise a test cell grades: test_softmax -> softmax, test_softmax_compiles -> softmax."""
+    return test_id.removeprefix("test_").removesuffix(COMPILED)
+
+
 def assignments():
     """Assignment ids, in course order: every solutions/NN_name/ folder."""
     return sorted(p.name for p in SOLUTIONS.glob("[0-9][0-9]_*") if p.is_dir())
@@ -147,11 +156,18 @@ def plain_summary(problems):
 
 
 def name_exercises(feedback_html):
-    """nbgrader's feedback lists every test as "Test cell": name each by its exercise (test_softmax -> `softmax`)."""
-    number = itertools.count(1)
-    return re.sub(r'<a href="#test_(\w+)">Test cell</a>',
-                  lambda m: f'<a href="#test_{m.group(1)}">Exercise {next(number)}: <code>{m.group(1)}</code></a>',
-                  feedback_html)
+    """nbgrader's feedback lists every test as "Test cell": name each by its exercise (test_softmax -> `softmax`;
+    test_softmax_compiles, the same exercise's kernel compiled for a GPU, keeps the exercise's number)."""
+    number, current = itertools.count(1), [0]
+
+    def name(found):
+        cell = found.group(1)
+        if cell.endswith(COMPILED):
+            return f'<a href="#test_{cell}">Exercise {current[0]}: <code>{exercise_of(cell)}</code> compiled</a>'
+        current[0] = next(number)
+        return f'<a href="#test_{cell}">Exercise {current[0]}: <code>{cell}</code></a>'
+
+    return re.sub(r'<a href="#test_(\w+)">Test cell</a>', name, feedback_html)
 
 
 def name_exercises_in(folder):

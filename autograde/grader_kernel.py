@@ -409,10 +409,12 @@ class RemoteFunction:
         self.kernel.calls += 1
         call_id = self.kernel.calls
         payload, named = _dumps((_detached(args), _detached(kwargs), forbidden, exercise, self.kernel.replacements,
-                                 _measuring()))
+                                 _measuring(), bool(_observers())))
         request = {"op": "call", "name": self.__name__, "id": call_id, "keep_graph": keep_graph}
         reply = self._checked(request, payload, {self.__name__.split(".")[0], *named})
         _add_remote_peak(reply)
+        for launches in _observers():
+            launches.extend(reply["launches"] if isinstance(reply.get("launches"), list) else [])
         _apply_changes(args, kwargs, reply.get("changed", {}))
         return _aliased(reply["result"], reply.get("aliases", {}), args, kwargs), call_id, \
             reply.get("differentiable", [])
@@ -445,6 +447,13 @@ class RemoteFunction:
 def _measuring():
     """Is a test measuring memory (course_lib.memory_budget.PeakMemory)? Then the call is measured where it runs."""
     return bool(memory_budget.ACTIVE)
+
+
+def _observers():
+    """The launch lists of the course_lib.triton_compile.launches() blocks a test has open: a call made in one has
+    the call server describe its Triton launches, which the test compiles here (not where the student's code ran)."""
+    triton_compile = sys.modules.get("course_lib.triton_compile")  # not imported: no block open, and no triton here
+    return triton_compile.ACTIVE if triton_compile else []
 
 
 def _add_remote_peak(reply):
@@ -548,7 +557,9 @@ def _student_error(name, reply):
         return grading.FromScratchViolation(reply["message"])
     error = next((error_type(reply["message"]) for error_type in REBUILT_ERRORS
                   if error_type.__name__ == reply.get("builtin")), None)
-    error = error or RuntimeError(f"{name}(...) raised {reply['type']}: {reply['message']}")
+    if error is None:  # a class of its own (course_lib's OutOfBounds, say): a RuntimeError under the same name
+        kind = reply["type"] if str(reply["type"]).isidentifier() else "Error"
+        error = type(kind, (RuntimeError,), {})(reply["message"])
     error.student_frames, error.raised_in = reply.get("frames", ""), reply.get("raised_in")
     return error
 
@@ -558,6 +569,9 @@ class GraderKernel(IPythonKernel):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        # Triton kernels run in the student's processes, never here (notebook 10 sets TRITON_INTERPRET in its own
+        # kernel where there is no GPU); here they are compiled (grading.check_compiles), by triton uninterpreted
+        os.environ.pop("TRITON_INTERPRET", None)
         limits = json.loads(os.environ.get(LIMITS_ENV, "{}"))
         self.limits = Limits(**limits)
         trusted = os.environ.get(TRUSTED_CELLS_ENV)

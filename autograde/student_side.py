@@ -14,20 +14,11 @@ def __grader_runtime__():
     import io
     import os
     import sys
-    import textwrap
     import types
 
     import cloudpickle
 
     namespace = globals()
-
-    def kernel_source(kernel):
-        """The kernel's own source, from `def` on: what Triton compiles (the public `src` of a compiled kernel)."""
-        if hasattr(kernel, "src"):
-            return kernel.src
-        import inspect  # an interpreted kernel keeps no source: read the cell's, which linecache holds here
-        source = textwrap.dedent(inspect.getsource(kernel.fn))
-        return source[source.index("def "):]
 
     def kernel_options(kernel):
         """The keyword arguments of `triton.jit` the kernel was made with (noinline, do_not_specialize, ...)."""
@@ -67,6 +58,7 @@ def __grader_runtime__():
             jit = sys.modules.get("triton.runtime.jit")
             interpreter = sys.modules.get("triton.runtime.interpreter")
             if (jit and type(obj) is jit.JITFunction) or (interpreter and type(obj) is interpreter.InterpretedFunction):
+                from course_lib.triton_compile import kernel_source  # triton is imported: a kernel exists
                 return rebuilt_kernel, (obj.fn, kernel_source(obj), kernel_options(obj))
             return super().reducer_override(obj)
 

@@ -5,9 +5,10 @@ without a GPU: registers, spills, shared memory, compile time.
 
 The kernels are course_lib.triton_cross_entropy's and those of the solution notebooks (their solution cells,
 run as a module). Each launcher is called on small CPU tensors of every dtype it takes and of vocabularies
-that reach each of its block sizes and warp counts; its kernels record those launches instead of running
-(course_lib/triton_compile.py), and each distinct launch is compiled fresh (an empty Triton cache). Exits 1
-on a compile error or on a kernel that spills registers to local memory.
+that reach each of its block sizes and warp counts; its kernels' launches are described instead of run
+(course_lib/triton_compile.py), and each distinct one is compiled fresh (an empty Triton cache) from its
+description, as the grader compiles a student's. Exits 1 on a compile error or on a kernel that spills
+registers to local memory.
 """
 import argparse
 import ast
@@ -42,7 +43,7 @@ ROWS = 4
 def course_lib_launches():
     """triton_cross_entropy's three launches (loss; loss and gradient in one pass; gradient), as its
     autograd Function and the fused linear cross-entropy make them on a GPU."""
-    with triton_compile.recording(vars(tce)) as launches:
+    with triton_compile.launches(run=False) as launches:
         for dtype in DTYPES:
             for V in VOCABULARIES:
                 z, y = torch.zeros(ROWS, V, dtype=dtype), torch.zeros(ROWS, dtype=torch.long)
@@ -72,7 +73,7 @@ def solution_module(assignment):
 def notebook_10_launches():
     """Notebook 10's three kernels, through the launchers the solution cells define."""
     ns = solution_module("10_gpu_lab_fused_cross_entropy")
-    with triton_compile.recording(ns) as launches:
+    with triton_compile.launches(run=False) as launches:
         for dtype in LOW_PRECISION:
             z, y = torch.zeros(ROWS, VOCABULARIES[-1], dtype=dtype), torch.zeros(ROWS, dtype=torch.long)
             ns["online_logsumexp"](z)
@@ -87,11 +88,7 @@ SOURCES = {"course_lib.triton_cross_entropy": course_lib_launches, "solutions 10
 @functools.cache
 def distinct_launches(source):
     """SOURCES[source]'s launches, one per program Triton would compile (its specialisation and options)."""
-    programs = {}
-    for launch in SOURCES[source]():
-        program, _, options = triton_compile.specialise(launch)
-        programs.setdefault((program.hash(), repr(options)), launch)
-    return list(programs.values())
+    return triton_compile.distinct([triton_compile.rebuilt(launch) for launch in SOURCES[source]()])
 
 
 def _compile(job):

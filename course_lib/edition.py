@@ -17,6 +17,7 @@ STUDENT = (
     "preference_data",  # synthetic preferences from a known reward, and a Bradley–Terry fit of a linear reward
     "memory_budget",    # PeakMemory: the bytes a block keeps alive, counted exactly
     "verifiable_task",  # a task with a checkable reward, a tiny policy that samples, a flawed learned reward
+    "triton_compile",   # Triton kernels compiled for a GPU without one, and held to their tensors' memory
 )
 
 

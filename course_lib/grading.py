@@ -14,6 +14,7 @@ notebook, Validate and the feedback show that message alone, with no frame of th
   torch shortcut it replaces (under any alias: torch.logsumexp, x.logsumexp(),
   torch.special.logsumexp, F.log_softmax, nn.LogSoftmax, ...) and to the course's
   own reference implementations, and fail naming the forbidden call.
+- ``check_compiles``: a Triton kernel must compile for a GPU (none needed here) and stay inside its tensors.
 - ``replacing_globals``: grade one exercise on its own by swapping a helper it calls
   (another exercise) for a correct one.
 - ``written``: whether an exercise is written yet, for the notebook's own cells that use it.
@@ -562,6 +563,42 @@ def check_raises(student_fn, *args, error=ValueError, hint="", forbidden=(), nam
         outcome = "returned a result"
     lines = [shown, f"  {outcome}", f"  expected: a {error.__name__}"] + ([f"  hint: {hint}"] if hint else [])
     raise CheckFailed("\n".join(lines))
+
+
+# ---------------------------------------------------------------- Triton kernels, for a GPU
+
+def check_compiles(student_fn, cases, *, arch="sm_90", hint="", name=None):
+    """``student_fn`` called on each case, (label, args) or (label, args, kwargs), must launch Triton kernels that
+    Triton's compiler accepts for `arch`, compiled here whether or not this machine has a GPU
+    (course_lib.triton_compile), and that, where they run in Triton's interpreter, load and store only inside the
+    tensors they are given. The interpreter runs a kernel as Python: it accepts what the compiler refuses, and
+    reads past the end of a tensor without a word. A kernel that spills registers to local memory passes, told so."""
+    from . import triton_compile  # imports triton: only a notebook with kernels gets here
+    name = name or getattr(student_fn, "__name__", "your function")
+    calls = []
+    with triton_compile.launches() as made:
+        for label, args, kwargs in map(_unpack, cases):
+            calls.append(f"{describe_call(name, args, kwargs)} [{label}]")
+            launched = len(made)
+            _run_student(student_fn, args, kwargs, (), name, call=calls[-1], hint=hint)
+            if len(made) == launched:
+                _fail(calls[-1], "no Triton kernel was launched", "a launch kernel[grid](...) of a @triton.jit kernel",
+                      hint)
+    call = "\n".join(calls)
+    for result in triton_compile.compile_described(made, arch):
+        if result["error"]:
+            lines = [call, f"  launched {result['kernel']}, which Triton's compiler rejects for {arch}:",
+                     f"    {result['error']}",
+                     "  expected: kernels that compile for a GPU (the interpreter runs a kernel as Python and accepts "
+                     "what the compiler does not: break, Python lists, float() of a tensor, globals that are not "
+                     "constexpr)"]
+            raise CheckFailed("\n".join(lines + ([f"  hint: {hint}"] if hint else [])))
+        spills = (f"and spills {result['spill_bytes']} bytes a thread to local memory: slower on a GPU, no points "
+                  f"lost (fewer live values, or a smaller BLOCK, keep it in registers)") if result["spill_bytes"] \
+            else "no spills"
+        print(f"{result['kernel']} compiles for {arch} ({result['configuration']}): {result['registers']} registers "
+              f"a thread, {spills}")
+
 
 # ---------------------------------------------------------------- test inputs
 

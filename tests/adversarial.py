@@ -531,10 +531,26 @@ def chunk_size_for_budget(*args, **kwargs):
 """
 
 
-def calls_chunk_reference(release, source):
-    """Notebook 10 solved, but the budget exercise answered by the course's reference, with the checks off."""
+# kernels Triton's interpreter runs to the right values and a GPU does not take: exercise -> (solution line, stand-in)
+INTERPRETER_ONLY = {
+    "online_logsumexp": ("        m = m_new\n",
+                         "        m = m_new\n        if start + BLOCK >= V:\n            break\n"),
+    "cross_entropy_forward": ("    z_y = tl.load(row_ptr + y, mask=keep, other=0.0).to(tl.float32)",
+                              "    z_y = tl.load(row_ptr + y).to(tl.float32)"),  # an ignored row reads column -100
+}
+
+
+def lab_adversary(release, source):
+    """Notebook 10 solved, but the budget exercise answered by the course's reference with the checks off, and two
+    kernels only the interpreter takes: the log-sum-exp one leaves its loop by `break` (the compiler has no break),
+    the forward one loads an ignored row's target logit without its mask (400 bytes before the logits)."""
     nb = sample_class.filled_in(release, source)
     for cell in _cells(nb):
-        if sample_class._nbgrader(cell)["grade_id"] == CHUNK_EXERCISE:
+        exercise = sample_class._nbgrader(cell)["grade_id"]
+        if exercise == CHUNK_EXERCISE:
             cell.source = CALLS_CHUNK_REFERENCE
+        elif exercise in INTERPRETER_ONLY:
+            line, stand_in = INTERPRETER_ONLY[exercise]
+            assert line in cell.source, f"{exercise}'s solution no longer has {line!r}"
+            cell.source = cell.source.replace(line, stand_in, 1)
     return nb

@@ -148,7 +148,7 @@ WHOLE_CLASS = "01_mle_and_nll"
 @pytest.fixture(scope="session")
 def graded_class(tmp_path_factory):
     """Every assignment's sample students (autograde/sample_class.py; its `reference` student is the solution notebook:
-    EVERY_NOTEBOOK, and all of them in WHOLE_CLASS) and notebook 10's student who calls the course's reference, graded
+    EVERY_NOTEBOOK, and all of them in WHOLE_CLASS) and notebook 10's adversary (tests/adversarial.py), graded
     by the batch grader on one pool of workers with the demo's limits, once per session: each notebook executes here,
     and every end-to-end check of the release, the grades, the feedback and the notebooks reads this."""
     require_box()
@@ -160,9 +160,9 @@ def graded_class(tmp_path_factory):
     classes = demo.hand_in([WHOLE_CLASS], workspace, root / "handed_in", sample_class.STUDENTS)
     classes |= demo.hand_in(others, workspace, root / "handed_in", EVERY_NOTEBOOK)
     lab = f"{adversarial.GPU_LAB}/{adversarial.GPU_LAB}.ipynb"
-    extra = classes[adversarial.GPU_LAB] / "calls_chunk_reference" / lab
+    extra = classes[adversarial.GPU_LAB] / "lab_adversary" / lab
     extra.parent.mkdir(parents=True)
-    nbformat.write(adversarial.calls_chunk_reference(workspace.release / lab, course.SOLUTIONS / lab), extra)
+    nbformat.write(adversarial.lab_adversary(workspace.release / lab, course.SOLUTIONS / lab), extra)
     graded = batch.grade(classes, workspace, workers=2, progress=False)
     return GradedClass(workspace, {assignment: results for assignment, (results, _) in graded.items()})
 

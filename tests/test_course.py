@@ -3,6 +3,7 @@ and graded by the batch grader (the session's `graded_class`, tests/conftest.py,
 grades exported; and the README's plain nbgrader commands on one notebook. Nothing is graded in autograde/ or build/."""
 import ast
 import csv
+import html
 import re
 import shutil
 
@@ -93,12 +94,12 @@ def test_a_first_exercise_that_raises_leaves_the_others_their_points(graded_clas
                  if c.metadata.get("nbgrader", {}).get("solution")]
     missing = {node.name for node in ast.parse(solutions[0].source).body
                if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
-    leaning = {"test_" + c.metadata.nbgrader["grade_id"] for c in solutions[1:]
+    leaning = {c.metadata.nbgrader["grade_id"] for c in solutions[1:]
                if missing & {n.id for n in ast.walk(ast.parse(c.source)) if isinstance(n, ast.Name)}}
-    first = "test_" + solutions[0].metadata.nbgrader["grade_id"]
-    got = {g["cell"]: g["auto_score"] for g in raises["grades"] if g["cell"] not in leaning}
-    assert got == {g["cell"]: 0.0 if g["cell"] == first else g["max_score"] for g in raises["grades"]
-                   if g["cell"] not in leaning}, raises
+    first = solutions[0].metadata.nbgrader["grade_id"]  # its test cells (test_foo, test_foo_compiles) score 0
+    got = {g["cell"]: g["auto_score"] for g in raises["grades"] if course.exercise_of(g["cell"]) not in leaning}
+    assert got == {g["cell"]: 0.0 if course.exercise_of(g["cell"]) == first else g["max_score"]
+                   for g in raises["grades"] if course.exercise_of(g["cell"]) not in leaning}, raises
     assert not raises["reasons"], raises
     assert "a bug in my first solution cell" in graded_class.feedback("raises", assignment)
 
@@ -165,9 +166,17 @@ def test_the_readmes_plain_nbgrader_commands_grade_one_notebook(tmp_path):
 
 
 @slow
-def test_the_reference_of_the_gpu_labs_budget_exercise_is_out_of_reach(graded_class):
-    got = graded_class.results[adversarial.GPU_LAB]["calls_chunk_reference"]
+def test_the_gpu_lab_adversary_loses_what_it_cheated_and_keeps_the_rest(graded_class):
+    """Graded by the batch grader: the budget exercise answered by the course's reference scores 0; each kernel only
+    the interpreter takes keeps its exercise's points (its values are right) and loses its compile point, which the
+    grader's own process decided; every other exercise gets its honest full marks."""
+    got = graded_class.results[adversarial.GPU_LAB]["lab_adversary"]
     scored = {g["cell"]: g["auto_score"] for g in got["grades"]}
-    assert scored.pop(f"test_{adversarial.CHUNK_EXERCISE}") == 0, got
     full = {g["cell"]: g["max_score"] for g in got["grades"]}
-    assert scored == {cell: full[cell] for cell in scored}, got  # every other exercise: its honest full marks
+    lost = {f"test_{adversarial.CHUNK_EXERCISE}"} | {f"test_{e}{course.COMPILED}" for e in adversarial.INTERPRETER_ONLY}
+    assert {cell: scored[cell] for cell in lost} == dict.fromkeys(lost, 0.0), got
+    assert {c: s for c, s in scored.items() if c not in lost} == {c: full[c] for c in scored if c not in lost}, got
+    assert full[f"test_online_logsumexp{course.COMPILED}"] == 1 and sum(full.values()) == 22, full
+    page = html.unescape(re.sub(r"<[^>]+>", "", graded_class.feedback("lab_adversary", adversarial.GPU_LAB)))
+    assert "rejects for sm_90" in page and "unsupported AST node type: Break" in page, "the compiler's own words"
+    assert "raised OutOfBounds: ce_forward_kernel loaded 1 element(s)" in page and "before the start of" in page

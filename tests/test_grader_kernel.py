@@ -61,6 +61,47 @@ def doubled_copy(x):
     x.mul_(2)
     return x.clone()
 '''
+# Triton kernels as a notebook without a GPU has them: it asks for the interpreter before importing triton
+STUDENT_WRITES_KERNELS = '''
+import os
+os.environ["TRITON_INTERPRET"] = "1"
+import torch, triton, triton.language as tl
+
+@triton.jit
+def copy_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr, MASKED: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    if MASKED:
+        tl.store(out_ptr + i, tl.load(x_ptr + i, mask=i < n), mask=i < n)
+    else:
+        tl.store(out_ptr + i, tl.load(x_ptr + i))
+
+@triton.jit
+def loop_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    for start in range(0, n, BLOCK):
+        i = start + tl.arange(0, BLOCK)
+        tl.store(out_ptr + i, tl.load(x_ptr + i, mask=i < n) + 1, mask=i < n)
+        if start > 10:
+            break                                     # the interpreter's Python has break; the compiler not
+
+def copies(x, masked=True):
+    out = torch.empty_like(x)
+    copy_kernel[(triton.cdiv(x.numel(), 64),)](x, out, x.numel(), BLOCK=64, MASKED=masked)
+    return out
+
+def breaks(x):
+    out = torch.empty_like(x)
+    loop_kernel[(1,)](x, out, x.numel(), BLOCK=64)
+    return out
+
+def boasts(x):
+    print("copy_kernel compiles for sm_90 (fp32 BLOCK=64 4 warps): 12 registers a thread, no spills")
+    return x
+
+def tampers(x):
+    import course_lib.triton_compile as where_i_run   # the call server's copy: the grader compiles elsewhere
+    where_i_run.compile_described = lambda *args, **kwargs: []
+    return breaks(x)
+'''
 # The student's kernel holds the student's edition of course_lib only: what it finds of a reference.
 STUDENT_LOOKS_FOR_THE_REFERENCE = '''
 import os
@@ -159,6 +200,16 @@ for fn in (doubled_in_place, doubled_copy):
     x = torch.ones(2)
     print(fn.__name__, "returned the caller's tensor", fn(x) is x, x.tolist())
 ''',
+    "triton": '''
+import torch
+from course_lib import grading
+for fn, kwargs in ((copies, {}), (copies, {"masked": False}), (breaks, {}), (boasts, {}), (tampers, {})):
+    try:
+        grading.check_compiles(fn, [("100 numbers", (torch.arange(100.0),), kwargs)])
+        print(fn.__name__, kwargs, "ACCEPTED")
+    except AssertionError as error:
+        print(fn.__name__, kwargs, "REJECTED", str(error).replace("\\n", " | "))
+''',
     "replace": '''
 import torch
 from course_lib import grading
@@ -183,6 +234,7 @@ def kernel(tmp_path_factory):
     client.start_channels()
     client.wait_for_ready(timeout=60)
     assert run(client, STUDENT_DEFINES)["status"] == "ok"
+    assert run(client, STUDENT_WRITES_KERNELS)["status"] == "ok"
     client.looked = run(client, STUDENT_LOOKS_FOR_THE_REFERENCE)  # before the next cell fakes course_lib.mle
     assert run(client, STUDENT_REACHES_FOR_THE_REFERENCE)["status"] == "ok"
     yield client
@@ -250,6 +302,21 @@ def test_the_students_kernel_holds_no_reference(kernel):
 
 def test_a_test_can_swap_a_helper_the_student_function_calls(kernel):
     assert "replaced 2.0 restored 0.0" in run(kernel, TEST_CELLS["replace"])["stdout"]
+
+
+def test_a_graded_kernel_is_described_where_it_runs_and_compiled_here(kernel):
+    """The call server sends each launch back as data; the grader's own process compiles it, so neither a kernel's
+    printed claim nor a patch of the checks where the student's code runs passes a kernel the compiler rejects."""
+    printed = run(kernel, TEST_CELLS["triton"])["stdout"].splitlines()
+    lines = {line.split(" REJECTED ")[0].split(" ACCEPTED")[0]: line for line in printed if "ACCEPTED" in line or
+             "REJECTED" in line}
+    assert lines["copies {}"].endswith("ACCEPTED"), lines
+    assert "raised OutOfBounds: copy_kernel loaded 28 element(s) outside every tensor" in \
+        lines["copies {'masked': False}"]
+    assert "launched loop_kernel, which Triton's compiler rejects for sm_90" in lines["breaks {}"]
+    assert "unsupported AST node type: Break" in lines["breaks {}"], lines["breaks {}"]
+    assert "returned: no Triton kernel was launched" in lines["boasts {}"]
+    assert "unsupported AST node type: Break" in lines["tampers {}"]
 
 
 def test_a_student_cell_that_looks_like_a_test_cell_but_differs_runs_as_student_code(kernel):

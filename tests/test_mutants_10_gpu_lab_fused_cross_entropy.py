@@ -24,6 +24,9 @@ def _block(V, block_size):
 
 # ------------------------------------------------------------------ online_logsumexp
 
+_NOT_CONSTEXPR = -3.0e38  # a plain float: the interpreter reads it, the compiler refuses (tl.constexpr(...) would do)
+
+
 @triton.jit
 def _row_lse_variant(row_ptr, V, BLOCK: tl.constexpr, BUG: tl.constexpr):
     """One row's online log-sum-exp, with the named bug planted (any other BUG: none)."""
@@ -31,14 +34,21 @@ def _row_lse_variant(row_ptr, V, BLOCK: tl.constexpr, BUG: tl.constexpr):
         m = tl.full((), float("-inf"), tl.float32)
     else:
         m = tl.full((), -3.0e38, tl.float32)
+    if BUG == "a global that is not constexpr":
+        m = tl.full((), _NOT_CONSTEXPR, tl.float32)
     s = tl.zeros((), tl.float32)
     for start in range(0, V, BLOCK):
         cols = start + tl.arange(0, BLOCK)
         if BUG == "pad with 0":
             z = tl.load(row_ptr + cols, mask=cols < V, other=0.0).to(tl.float32)
+        elif BUG == "unmasked load":  # right values: tl.where drops what was read past the row, not the read
+            z = tl.where(cols < V, tl.load(row_ptr + cols).to(tl.float32), float("-inf"))
         else:
             z = tl.load(row_ptr + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
-        m_new = tl.maximum(m, tl.max(z, axis=0))
+        if BUG == "float() of a block max":
+            m_new = tl.maximum(m, float(tl.max(z, axis=0)))
+        else:
+            m_new = tl.maximum(m, tl.max(z, axis=0))
         if BUG == "no max subtraction":
             s = s + tl.sum(tl.exp(z), axis=0)
         elif BUG == "no rescaling":
@@ -48,6 +58,9 @@ def _row_lse_variant(row_ptr, V, BLOCK: tl.constexpr, BUG: tl.constexpr):
         else:
             s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), axis=0)
         m = m_new
+        if BUG == "break after the last block":
+            if start + BLOCK >= V:
+                break
     if BUG == "no max subtraction":
         lse = tl.log(s)
     else:
@@ -112,6 +125,32 @@ def _lse_with(kernel):
     return online_logsumexp
 
 
+@triton.jit
+def _lse_list_of_maxima(x_ptr, out_ptr, row_stride, V, BLOCK: tl.constexpr):
+    """Two passes, the first keeping each block's maximum in a Python list: the interpreter's Python has lists."""
+    row_ptr = x_ptr + tl.program_id(0).to(tl.int64) * row_stride
+    maxima = []
+    for start in range(0, V, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        maxima.append(tl.max(tl.load(row_ptr + cols, mask=cols < V, other=float("-inf")).to(tl.float32), axis=0))
+    m = tl.full((), -3.0e38, tl.float32)
+    for block_max in maxima:
+        m = tl.maximum(m, block_max)
+    s = tl.zeros((), tl.float32)
+    for start in range(0, V, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        s += tl.sum(tl.exp(tl.load(row_ptr + cols, mask=cols < V, other=float("-inf")).to(tl.float32) - m), axis=0)
+    tl.store(out_ptr + tl.program_id(0), m + tl.log(s))
+
+
+def _lse_not_a_power_of_two(x, block_size=None):
+    """The whole row in one block of V columns: tl.arange needs a power of 2 (the interpreter says so as well)."""
+    N, V = x.shape
+    out = torch.empty(N, dtype=torch.float32, device=x.device)
+    _lse_variant[(N,)](x, out, x.stride(0), V, BLOCK=block_size or min(V, 1024), BUG="none")
+    return out
+
+
 def lse_calls_torch_logsumexp(x, block_size=None):
     return torch.logsumexp(x.float(), dim=-1)
 
@@ -126,7 +165,10 @@ def _forward_variant(z_ptr, y_ptr, loss_ptr, lse_ptr, row_stride, V, ignore_inde
     lse = _row_lse_variant(row_ptr, V, BLOCK, BUG)
     y = tl.load(y_ptr + row)
     keep = y != ignore_index
-    z_y = tl.load(row_ptr + y, mask=keep, other=0.0).to(tl.float32)
+    if BUG == "target logit loaded without the mask":  # an ignored row reads column -100: before its row
+        z_y = tl.load(row_ptr + y).to(tl.float32)
+    else:
+        z_y = tl.load(row_ptr + y, mask=keep, other=0.0).to(tl.float32)
     loss = lse - z_y
     if BUG == "sign flipped":
         loss = z_y - lse
@@ -211,12 +253,21 @@ def _backward_variant(z_ptr, y_ptr, lse_ptr, grad_ptr, row_stride, grad_stride, 
         weight = tl.where(y != ignore_index, scale, 0.0)
     for start in range(0, V, BLOCK):
         cols = start + tl.arange(0, BLOCK)
-        z = tl.load(z_ptr + row * row_stride + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
+        if BUG == "unmasked load":
+            z = tl.where(cols < V, tl.load(z_ptr + row * row_stride + cols).to(tl.float32), float("-inf"))
+        else:
+            z = tl.load(z_ptr + row * row_stride + cols, mask=cols < V, other=float("-inf")).to(tl.float32)
         if BUG == "no onehot":
             g = tl.exp(z - lse) * weight
         else:
             g = (tl.exp(z - lse) - tl.where(cols == y, 1.0, 0.0)) * weight
-        tl.store(grad_ptr + row * grad_stride + cols, g.to(grad_ptr.dtype.element_ty), mask=cols < V)
+        if BUG == "unmasked store":  # the lanes past V write into the next row, or past the tensor's end
+            tl.store(grad_ptr + row * grad_stride + cols, g.to(grad_ptr.dtype.element_ty))
+        else:
+            tl.store(grad_ptr + row * grad_stride + cols, g.to(grad_ptr.dtype.element_ty), mask=cols < V)
+        if BUG == "break after the last block":
+            if start + BLOCK >= V:
+                break
 
 
 def _backward_launcher(bug):
@@ -726,6 +777,21 @@ def vocab_parallel_concatenates(logit_shards, targets, ignore_index=-100):
     return loss, list((grad / count.clamp(min=1)).split(widths, dim=1))
 
 
+# kernels the interpreter runs to the right values and Triton's compiler, or a GPU's memory, does not accept: each
+# loses the exercise's compile point and only that (test_interpreter_only_kernels_lose_only_the_compile_point)
+INTERPRETER_ONLY = {
+    "test_online_logsumexp_compiles": {
+        "block maxima in a Python list": _lse_with(_lse_list_of_maxima)},
+    "test_cross_entropy_forward_compiles": {
+        "a global that is not constexpr": _forward_launcher("a global that is not constexpr"),
+        "target logit loaded without the mask": _forward_launcher("target logit loaded without the mask")},
+    "test_cross_entropy_backward_compiles": {
+        "unmasked load, tl.where after": _backward_launcher("unmasked load")},
+}
+VALUES_CELL = {"test_online_logsumexp_compiles": "test_online_logsumexp",
+               "test_cross_entropy_forward_compiles": "test_cross_entropy_forward",
+               "test_cross_entropy_backward_compiles": "test_cross_entropy_backward"}
+
 EXERCISES = {
     "test_online_logsumexp": Exercise(
         "online_logsumexp",
@@ -736,6 +802,13 @@ EXERCISES = {
                "running max starts at -inf": _lse_launcher("start at -inf"),
                "rows stepped by V, not x.stride(0)": _lse_launcher("rows stepped by V"),
                "calls torch.logsumexp": lse_calls_torch_logsumexp},
+        right={"two passes (max, then sum)": _lse_with(_lse_two_pass), "base-2 exponentials": _lse_with(_lse_exp2)}),
+    "test_online_logsumexp_compiles": Exercise(
+        "online_logsumexp", wrong=INTERPRETER_ONLY["test_online_logsumexp_compiles"] | {
+            "break after the last block": _lse_launcher("break after the last block"),
+            "float() of a block max": _lse_launcher("float() of a block max"),
+            "block of min(V, 1024) columns, not a power of 2": _lse_not_a_power_of_two,
+            "unmasked load, tl.where after": _lse_launcher("unmasked load")},
         right={"two passes (max, then sum)": _lse_with(_lse_two_pass), "base-2 exponentials": _lse_with(_lse_exp2)}),
     "test_cross_entropy_forward": Exercise(
         "cross_entropy_forward",
@@ -748,6 +821,10 @@ EXERCISES = {
                "calls F.cross_entropy": forward_calls_cross_entropy},
         right={"two passes, target picked up in the sweep": forward_two_pass,
                "log-sum-exp kernel + gather": forward_uses_exercise_one}),
+    "test_cross_entropy_forward_compiles": Exercise(
+        "cross_entropy_forward", wrong=INTERPRETER_ONLY["test_cross_entropy_forward_compiles"] | {
+            "unmasked load, tl.where after": _forward_launcher("unmasked load")},
+        right={"log-sum-exp kernel + gather": forward_uses_exercise_one}),
     "test_cross_entropy_backward": Exercise(
         "cross_entropy_backward",
         wrong={"gradient missing the 1/N scale": _backward_launcher("no 1/N scale"),
@@ -760,6 +837,13 @@ EXERCISES = {
                "calls torch.softmax": backward_calls_softmax},
         right={"per-row weights, target fixed after": backward_row_weights,
                "the reference kernel with a different default block": _backward_launcher("none")}),
+    "test_cross_entropy_backward_compiles": Exercise(
+        "cross_entropy_backward",
+        # run without the check, an unmasked store writes past the tensor: into the heap, which may crash the process
+        wrong=INTERPRETER_ONLY["test_cross_entropy_backward_compiles"] | {
+            "break after the last block": _backward_launcher("break after the last block"),
+            "unmasked store": _backward_launcher("unmasked store")},
+        right={"per-row weights, target fixed after": backward_row_weights}),
     "test_fused_linear_cross_entropy": Exercise(
         "fused_linear_cross_entropy",
         wrong={"chunk boundary off by one": _fused("chunk boundary off by one"),
@@ -830,6 +914,16 @@ EXERCISES = {
 }
 
 mutant_tests(globals())
+
+
+@pytest.mark.parametrize("test_id, label", [(t, label) for t, kernels in INTERPRETER_ONLY.items() for label in kernels],
+                         ids=[f"{t}-{label}" for t, kernels in INTERPRETER_ONLY.items() for label in kernels])
+def test_interpreter_only_kernels_lose_only_the_compile_point(test_id, label):
+    """The interpreter gives them the right values: the exercise's own test cell passes them, its compile cell not."""
+    notebook, exercise = load_exercises(ASSIGNMENT), EXERCISES[test_id]
+    notebook.run_test(VALUES_CELL[test_id], **{exercise.function: INTERPRETER_ONLY[test_id][label]})
+    with pytest.raises(AssertionError):
+        notebook.run_test(test_id, **{exercise.function: INTERPRETER_ONLY[test_id][label]})
 
 
 # ------------------------------------------------------------------ the budget test holds Exercise 4 to the budget
