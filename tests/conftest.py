@@ -1,4 +1,5 @@
-"""Shared fixtures: run a solution notebook's cells in-process and replay its graded test cells.
+"""Shared fixtures: run a solution notebook's solution cells (and the cells they need) in-process and replay its
+graded test cells.
 
 The mutant tests use this to prove each exercise's own test cell (visible and hidden tests
 together, exactly as nbgrader runs them) rejects wrong implementations and accepts right ones.
@@ -8,6 +9,7 @@ import contextlib
 import linecache
 import os
 import re
+import symtable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,8 +53,37 @@ def nbgrader_meta(cell):
     return cell.get("metadata", {}).get("nbgrader", {})
 
 
+def _names(source):
+    """(the module-level names the cell reads, at its top level or as globals of the functions and classes it
+    defines, the names it binds at its top level), by Python's own scoping (symtable)."""
+    top = symtable.symtable(source, "<cell>", "exec")
+    reads, tables = {s.get_name() for s in top.get_symbols() if s.is_referenced()}, list(top.get_children())
+    while tables:
+        table = tables.pop()
+        reads |= {s.get_name() for s in table.get_symbols() if s.is_global() and s.is_referenced()}
+        tables += table.get_children()
+    binds = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported() or s.is_namespace()}
+    return reads, binds
+
+
+def needed_cells(code):
+    """Indices of the code cells the solution cells need: the first (the notebook's set-up), the solutions, and every
+    cell that binds a name one of these reads, and so on. Test cells need nothing else (test_notebooks holds them to
+    it), so the notebook's demonstrations (a model trained, a plot) are left out."""
+    names = [_names(cell.source) for cell in code]
+    keep = {i for i, cell in enumerate(code) if i == 0 or nbgrader_meta(cell).get("solution")}
+    while True:
+        read = set().union(*(names[i][0] for i in keep))
+        more = {i for i, cell in enumerate(code) if i not in keep and not nbgrader_meta(cell).get("grade")
+                and names[i][1] & read}
+        if not more:
+            return keep
+        keep |= more
+
+
 class NotebookExercises:
-    """A solution notebook executed once; ``run_test`` replays one test cell with replacements."""
+    """A solution notebook's solution cells, and the cells they need, executed once; ``run_test`` replays one test
+    cell with replacements."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -61,9 +92,8 @@ class NotebookExercises:
         self.tests = {nbgrader_meta(c)["grade_id"]: c.source for c in code if nbgrader_meta(c).get("grade")}
         self.namespace = {"__name__": "__main__"}
         with _cwd(path.parent), _isolated(NBGRADER_EXECUTION="autograde"):  # the demo cells see what nbgrader's show
-            for index, cell in enumerate(code):
-                if not nbgrader_meta(cell).get("grade"):
-                    exec(_compiled(cell.source, f"{path.name}[cell {index}]"), self.namespace)
+            for index in sorted(needed_cells(code)):
+                exec(_compiled(code[index].source, f"{path.name}[cell {index}]"), self.namespace)
 
     def run_test(self, test_id, **replacements):
         """Run one test cell; return the value its last line shows, as Jupyter would (None if it shows none)."""
