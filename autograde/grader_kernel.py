@@ -185,6 +185,9 @@ class StudentKernel:
                     idle = True
                 elif kind in RELAYED and relay:
                     relay(kind, message["content"])
+        # what the kernel sent on its channel before it replied (an export) may have come in after this loop's last
+        # read: its send returned once the bytes were in our socket, so one more read takes them all
+        self._read_channel()
         return reply
 
     def _read_channel(self):

@@ -395,3 +395,42 @@ def test_a_triton_kernel_and_its_helper_reach_the_call_server_with_their_source(
         for expected in ("def add_one(x_ptr, n, BLOCK: tl.constexpr):", "def block_start(program, BLOCK: tl.constexpr):",
                          "['n'] True", "compiled True True"):
             assert expected in done.stdout, done.stdout
+
+
+def test_what_the_kernel_sent_just_before_it_replied_is_read_whole():
+    """The export comes on the channel, the reply on the kernel's shell socket: a frame that lands after the grader
+    last looked at the channel, but before the reply is read, must still be taken (a function once failed its test
+    cell, "sent no whole export", on a loaded machine)."""
+    import socket
+
+    from autograde import launch
+    from autograde.grader_kernel import StudentKernel
+    from autograde.sandbox import Limits
+
+    ours, theirs = socket.socketpair()
+    quiet, _ = socket.socketpair()  # what the poller waits on for the kernel's sockets: nothing arrives
+
+    class Messages:
+        socket = quiet
+
+        def __init__(self, messages, before=None):
+            self.messages, self.before = messages, before
+
+        def msg_ready(self):
+            if self.before:  # the kernel's last frame lands now, after this round's read of the channel
+                lands, self.before = self.before, None
+                lands()
+            return bool(self.messages)
+
+        def get_msg(self, timeout=0):
+            return self.messages.pop(0)
+
+    reply = {"parent_header": {"msg_id": "m"}, "content": {"status": "ok"}, "msg_type": "execute_reply"}
+    idle = {"parent_header": {"msg_id": "m"}, "content": {"execution_state": "idle"}, "msg_type": "status"}
+    kernel = StudentKernel(Limits())
+    kernel.channel, kernel.process = ours, type("Running", (), {"poll": lambda self: None})()
+    kernel.client = type("Client", (), {"execute": lambda self, *a, **k: "m"})()
+    kernel.client.shell_channel = Messages([reply], before=lambda: launch.send(theirs, b"the export"))
+    kernel.client.iopub_channel = Messages([idle])
+    assert kernel.run("__grader_export__('f')", timeout=10) == {"status": "ok"}
+    assert launch.take_frame(kernel.inbox, 1 << 20) == b"the export"
