@@ -321,25 +321,13 @@ def distinct(launches):
     return list(programs.values())
 
 
-@contextlib.contextmanager
-def _compiling():
-    """TRITON_INTERPRET unset inside the block: Triton's front end reads it while it compiles, too."""
-    interpret = os.environ.pop("TRITON_INTERPRET", None)
-    try:
-        yield
-    finally:
-        if interpret is not None:
-            os.environ["TRITON_INTERPRET"] = interpret
-
-
 def compile_launch(launch, arch="sm_90"):
     """Compile `launch` for `arch` ("sm_80" or "sm_90") as Triton would at that call; raises Triton's
     CompilationError (or the ptxas error) for a kernel the compiler rejects."""
-    with _compiling():
-        source, target, options = specialise(launch, arch)
-        start = time.perf_counter()
-        compiled = triton.compile(source, target=target, options=options.__dict__)
-        seconds = time.perf_counter() - start
+    source, target, options = specialise(launch, arch)
+    start = time.perf_counter()
+    compiled = triton.compile(source, target=target, options=options.__dict__)
+    seconds = time.perf_counter() - start
     registers, stack, shared, local = resources(compiled.asm["cubin"])
     configuration = _describe(source, options.num_warps)
     return Compiled(launch.kernel.__name__, arch, configuration, registers, stack + local,
