@@ -965,6 +965,16 @@ def _globals_read(code):
     return names
 
 
+def demo_steps(steps, graded):
+    """How many steps a demonstration cell trains: `steps` where a person runs the notebook, `graded` while nbgrader
+    executes it to grade it (nbgrader sets NBGRADER_EXECUTION then). Nothing a demonstration computes is graded: the
+    grader only needs its code to run, on the student's functions, as it would for them.
+
+        STEPS = grading.demo_steps(1500, graded=100)
+    """
+    return graded if os.environ.get("NBGRADER_EXECUTION") else steps
+
+
 def written(*functions, exercise=None):
     """For a cell of the notebook that uses exercises: True when all of them are written; otherwise print one
     line naming what to write first ("skipped until you write Exercise 3, `log_softmax`") and return False.

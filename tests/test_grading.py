@@ -538,6 +538,13 @@ def test_written_follows_globals_not_attributes():
     assert grading.is_stub(uses) is None
 
 
+def test_a_demonstration_trains_briefly_only_while_nbgrader_grades(monkeypatch):
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    assert grading.demo_steps(1500, graded=100) == 1500
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")  # what nbgrader's Execute sets in the kernel it grades with
+    assert grading.demo_steps(1500, graded=100) == 100
+
+
 def test_student_side_modules_may_be_called_from_scratch_and_references_may_not():
     from course_lib import markov
     with from_scratch(exercise="demo"):
