@@ -27,6 +27,32 @@ matplotlib.use("Agg")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# `make test` runs on every core (pytest-xdist: -n auto, in pyproject.toml). A worker takes a group of tests at a time, and
+# a group is a module, so that a module's fixtures are made once; the modules that read the session's graded class are
+# one group, so that it is graded once. The longest groups come first, so that they start at once, on different workers.
+GRADED_CLASS_MODULES = ("test_course.py", "test_handout.py", "test_slides.py")
+LONGEST_FIRST = ("graded class", "test_batch.py", "test_mutants_10_gpu_lab_fused_cross_entropy.py")
+
+
+def group_of(nodeid):
+    module = nodeid.split("::")[0].rsplit("/", 1)[-1]
+    return "graded class" if module in GRADED_CLASS_MODULES else module
+
+
+def pytest_collection_modifyitems(items):
+    rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))  # stable: the rest in the order collected
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):  # xdist's scheduler by module, with group_of for the module
+        def _split_scope(self, nodeid):
+            return group_of(nodeid)
+    return ByGroup(config, log)
+
+
 def require_box():
     """Skip a test that grades in bubblewrap's box where this machine cannot make one; CI, which installs
     bubblewrap (.ci/run sets CI=1), fails instead of skipping."""
@@ -202,3 +228,4 @@ def _close_figures():
     yield
     import matplotlib.pyplot as plt
     plt.close("all")
+
