@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # `make test` runs on every core (pytest-xdist: -n auto, in pyproject.toml). A worker takes a group of tests at a time, and
 # a group is a module, so that a module's fixtures are made once; the modules that read the session's graded class are
 # one group, so that it is graded once. The longest groups come first, so that they start at once, on different workers.
-GRADED_CLASS_MODULES = ("test_course.py", "test_handout.py", "test_slides.py")
+GRADED_CLASS_MODULES = ("test_course.py", "test_slides.py")
 LONGEST_FIRST = ("graded class", "test_batch.py", "test_mutants_10_gpu_lab_fused_cross_entropy.py")
 
 
@@ -228,4 +228,3 @@ def _close_figures():
     yield
     import matplotlib.pyplot as plt
     plt.close("all")
-

@@ -117,3 +117,16 @@ def test_readme_commands_are_make_targets_and_ci_runs_the_test_command():
     for target in ("demo", "test", "lab", "lock", "test-latest", "release", "handout", "formgrader"):
         assert f"make {target}" in readme and re.search(rf"^{target}:", makefile, re.M)
     assert re.search(r"^make test$", (ROOT / ".ci" / "run").read_text(), re.M)
+
+
+def test_the_modules_that_read_the_graded_class_are_graded_in_one_group():
+    """conftest's group_of keeps them on one worker, so that the session grades its class once: a module that reads
+    the fixture and is not named there would grade it again on another worker."""
+    import ast
+    import conftest
+    readers = set()
+    for path in sorted(ROOT.glob("tests/test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and "graded_class" in [a.arg for a in node.args.args]:
+                readers.add(path.name)
+    assert readers == set(conftest.GRADED_CLASS_MODULES), readers
