@@ -218,7 +218,8 @@ def prepare_workdir(workdir):
     os.environ.update(HOME=str(workdir / "home"), TMPDIR=str(workdir / "tmp"), MPLCONFIGDIR=str(workdir / "mpl"),
                       PYTHONPATH=str(workdir / "path"), PYTHONNOUSERSITE="1")
     # the grader's settings, and JPY_PARENT_PID: ipykernel would watch for a parent the box cannot see, and quit;
-    # NBGRADER_EXECUTION stays: nbgrader documents it for notebooks to read (10 trains briefly while graded)
+    # NBGRADER_EXECUTION stays: nbgrader documents it for notebooks to read (grading.demo_steps: 06, 09 and 10 train
+    # their demonstrations briefly while graded)
     for name in [k for k in os.environ if k.startswith(("JUPYTER_", "NBGRADER", "GRADER_", "JPY_"))
                  and k != "NBGRADER_EXECUTION"]:
         del os.environ[name]

@@ -18,6 +18,7 @@ notebook, Validate and the feedback show that message alone, with no frame of th
 - ``replacing_globals``: grade one exercise on its own by swapping a helper it calls
   (another exercise) for a correct one.
 - ``written``: whether an exercise is written yet, for the notebook's own cells that use it.
+- ``demo_steps``: how long a demonstration trains: briefly while nbgrader grades the notebook.
 """
 import contextlib
 import dis

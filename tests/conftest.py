@@ -27,9 +27,10 @@ matplotlib.use("Agg")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# `make test` runs on every core (pytest-xdist: -n auto, in pyproject.toml). A worker takes a group of tests at a time, and
-# a group is a module, so that a module's fixtures are made once; the modules that read the session's graded class are
-# one group, so that it is graded once. The longest groups come first, so that they start at once, on different workers.
+# The suite runs on every core (pytest-xdist, -n auto in pyproject.toml's addopts). A worker takes a group of tests at a
+# time, and a group is a module, so that a module's fixtures are made once; the modules that read the session's graded
+# class are one group, so that it is graded once. The longest groups come first: they start at once, on different
+# workers.
 GRADED_CLASS_MODULES = ("test_course.py", "test_slides.py")
 LONGEST_FIRST = ("graded class", "test_batch.py", "test_mutants_10_gpu_lab_fused_cross_entropy.py")
 
